@@ -1,0 +1,123 @@
+"""Tiny, randomly initialised models and tokenizers built locally (tests, demo, benchmarks).
+
+No model can be downloaded in CI, so every model-shaped code path runs on these. The tokenizer is a
+byte-level BPE trained in well under a second on a few log lines, so any text round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from rationanomaly.labels import TAGS
+
+BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
+
+# A Llama-2-chat style template (system folded into the first [INST] block), written for this project.
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system_message = messages[0]['content'] %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system_message = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' }}"
+    "{% if loop.first and system_message %}{{ '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' }}{% endif %}"
+    "{{ message['content'].strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'].strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+DEFAULT_CORPUS = (
+    "Classify the given log entries into normal and abnormal categories.",
+    "instruction cache parity error corrected",
+    "ciod: failed to read message prefix on control stream",
+    "generating core.<*> kernel panic machine check interrupt",
+    "<think>The log reports a routine event.</think><answer>normal</answer>",
+    "<think>The log reports a hardware failure.</think><answer>abnormal</answer>",
+    "[INST] <<SYS>> <</SYS>> [/INST] You are a log analyst. Reason step by step.",
+)
+
+
+def build_tiny_tokenizer(path: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 384):
+    """Train a byte-level BPE on `corpus`, wrap it as a Llama-2-chat tokenizer and save it to `path`.
+
+    The four reasoning tags are added tokens but *not* special: verl decodes responses with
+    skip_special_tokens=True, which would strip special tags before the reward sees them.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, UNK, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(list(corpus), trainer=trainer)
+    backend.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TAGS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD
+    )
+    tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(path))
+    return tokenizer
+
+
+def build_tiny_llama(path: str | Path, tokenizer=None, seed: int = 0, hidden_size: int = 16, layers: int = 2):
+    """A randomly initialised 2-layer Llama saved beside its tokenizer in `path` (seeded, deterministic)."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(path)
+    config = LlamaConfig(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return model
+
+
+def build_tiny_gpt2(path: str | Path, seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 2,
+                    vocab_size: int | None = None, tokenizer=None):
+    """A randomly initialised GPT-2 (DistilGPT-2 when called with 6 layers, width 768, 12 heads, 50,257 tokens).
+
+    Saved with a byte-level BPE tokenizer so the reward's perplexity path loads it like the real
+    DistilGPT-2 folder (`AutoTokenizer` + `AutoModelForCausalLM`).
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(path)
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        vocab_size=vocab_size or len(tokenizer),
+        n_positions=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return model
