@@ -1,6 +1,11 @@
 """Session windows: consecutive log lines grouped into fixed windows (a session is abnormal if any line is).
 
-This module holds the record and its JSON form; building windows from a structured log lives beside it.
+Building (`build_session_dataset`): a loghub structured log is cut into windows of N consecutive lines
+(default 100, the paper's; `mode="reference"` reproduces the reference builder, which opened a new window
+only once the LineId distance exceeded N and so made windows of N + 1 lines), split chronologically
+(first `train_ratio` of the windows train), and the training part is subsampled with a seed towards an
+anomaly ratio (reference default 0.15). Output: train/test session files plus `data_desc.json`.
+
 Session JSON file: a list of objects
 `{"session_id": int, "first_line": int, "templates": [str, ...], "line_labels": [0|1, ...], "label": str}`
 where `templates[i]` is the EventTemplate of the i-th line of the window and `first_line` its LineId.
@@ -8,13 +13,24 @@ where `templates[i]` is the EventTemplate of the i-th line of the window and `fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rationanomaly.io import write_json_atomic
 from rationanomaly.labels import ABNORMAL, NORMAL, normalize_label
 from rationanomaly.samples import SampleFormatError, read_records
+
+logger = logging.getLogger(__name__)
+
+FIXED, REFERENCE = "fixed", "reference"
+WINDOW_MODES = (FIXED, REFERENCE)
+DEFAULT_WINDOW = 100  # paper: fixed windows of 100 consecutive log lines
+DEFAULT_TRAIN_RATIO = 0.8  # ours: the paper gives no session split ratio
+DEFAULT_TRAIN_ANOMALY_RATIO = 0.15  # reference session builder's default
+TRAIN_FILE, TEST_FILE, DESC_FILE = "train_sessions.json", "test_sessions.json", "data_desc.json"
 
 
 @dataclass(frozen=True)
@@ -67,3 +83,122 @@ def read_sessions(path: str | Path) -> list[Session]:
                                     f"{session.label!r}")
         sessions.append(session)
     return sessions
+
+
+def window_bounds(line_ids: Sequence[int], window: int = DEFAULT_WINDOW, mode: str = FIXED,
+                  keep_partial: bool = False) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the windows over a log whose rows carry `line_ids` (in file order).
+
+    FIXED: `window` consecutive rows. REFERENCE: the reference builder's rule, a new window once
+    LineId - first LineId of the window exceeds `window`, so a window of consecutive lines holds
+    window + 1 of them (101 for the default). A last window that is not full is dropped unless
+    `keep_partial` (a short window would dilute the per-window anomaly rate).
+    """
+    if window < 1:
+        raise ValueError(f"window={window}; a window holds at least one line")
+    if mode not in WINDOW_MODES:
+        raise ValueError(f"mode={mode!r}; use one of {WINDOW_MODES}")
+    bounds, start = [], 0
+    for row in range(1, len(line_ids)):
+        if (row - start >= window) if mode == FIXED else (line_ids[row] - line_ids[start] > window):
+            bounds.append((start, row))
+            start = row
+    if start < len(line_ids):
+        last_full = (len(line_ids) - start >= window if mode == FIXED
+                     else line_ids[-1] - line_ids[start] >= window)
+        if last_full or keep_partial:
+            bounds.append((start, len(line_ids)))
+    return bounds
+
+
+def build_sessions(line_ids: Sequence[int], templates: Sequence[str], labels: Sequence[int],
+                   window: int = DEFAULT_WINDOW, mode: str = FIXED, keep_partial: bool = False) -> list[Session]:
+    """Group consecutive log lines (LineId, EventTemplate, 0/1 label) into numbered session windows."""
+    if not len(line_ids) == len(templates) == len(labels):
+        raise ValueError(f"line_ids ({len(line_ids)}), templates ({len(templates)}) and labels ({len(labels)}) "
+                         "must be equally long")
+    return [
+        Session(index, int(line_ids[start]), tuple(templates[start:stop]), tuple(int(v) for v in labels[start:stop]))
+        for index, (start, stop) in enumerate(window_bounds(line_ids, window, mode, keep_partial))
+    ]
+
+
+def split_chronological(sessions: Sequence[Session], train_ratio: float = DEFAULT_TRAIN_RATIO,
+                        ) -> tuple[list[Session], list[Session]]:
+    """The first floor(len * train_ratio) sessions train, the rest test: no future leaks into training."""
+    if not 0.0 <= train_ratio <= 1.0:
+        raise ValueError(f"train_ratio={train_ratio}; use a fraction between 0 and 1")
+    cut = int(len(sessions) * train_ratio)
+    return list(sessions[:cut]), list(sessions[cut:])
+
+
+def anomaly_count(sessions: Iterable[Session]) -> int:
+    """Number of abnormal sessions."""
+    return sum(s.label == ABNORMAL for s in sessions)
+
+
+def sample_anomaly_ratio(sessions: Sequence[Session], ratio: float, seed: int) -> list[Session]:
+    """A seeded subset whose abnormal share is as close to `ratio` as whole sessions allow, in original order.
+
+    Only the over-represented class is subsampled, so nothing of the scarcer class is thrown away.
+    With a single class there is nothing to balance and the sessions come back unchanged.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio={ratio}; the training anomaly ratio is a fraction strictly between 0 and 1")
+    abnormal = [s for s in sessions if s.label == ABNORMAL]
+    normal = [s for s in sessions if s.label != ABNORMAL]
+    if not abnormal or not normal:
+        return list(sessions)
+    rng = random.Random(seed)
+    if len(abnormal) / len(sessions) > ratio:
+        keep = max(1, round(ratio * len(normal) / (1.0 - ratio)))
+        abnormal = rng.sample(abnormal, min(keep, len(abnormal)))
+    else:
+        keep = max(1, round((1.0 - ratio) * len(abnormal) / ratio))
+        normal = rng.sample(normal, min(keep, len(normal)))
+    return sorted(abnormal + normal, key=lambda s: s.session_id)
+
+
+def _counts(sessions: Sequence[Session]) -> dict:
+    abnormal = anomaly_count(sessions)
+    return {"sessions": len(sessions), "abnormal": abnormal,
+            "anomaly_ratio": round(abnormal / len(sessions), 4) if sessions else None}
+
+
+def build_session_dataset(input_path: str | Path, output_dir: str | Path, window: int = DEFAULT_WINDOW,
+                          mode: str = FIXED, keep_partial: bool = False, train_ratio: float = DEFAULT_TRAIN_RATIO,
+                          train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO, seed: int = 0) -> dict:
+    """Structured log -> train/test session JSON plus `data_desc.json` (parameters, seed, input, counts).
+
+    `train_anomaly_ratio=None` keeps every training session. Returns the description it wrote.
+    """
+    from rationanomaly.loaders import load_structured_log  # loaders imports pandas; keep this module light
+
+    log = load_structured_log(input_path)
+    frame = log.frame
+    sessions = build_sessions([int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), log.line_labels,
+                              window, mode, keep_partial)
+    train_all, test = split_chronological(sessions, train_ratio)
+    train = train_all if train_anomaly_ratio is None else sample_anomaly_ratio(train_all, train_anomaly_ratio, seed)
+    output_dir = Path(output_dir)
+    write_sessions(output_dir / TRAIN_FILE, train)
+    write_sessions(output_dir / TEST_FILE, test)
+    used_lines = sum(len(s.templates) for s in sessions)
+    desc = {
+        "input": str(input_path),
+        "lines": len(frame),
+        "abnormal_lines": sum(log.line_labels),
+        "duplicate_line_ids": len(log.duplicates),
+        "parameters": {"window": window, "mode": mode, "keep_partial": keep_partial, "train_ratio": train_ratio,
+                       "train_anomaly_ratio": train_anomaly_ratio},
+        "seed": seed,
+        "dropped_lines": len(frame) - used_lines,
+        "all": _counts(sessions),
+        "train_before_sampling": _counts(train_all),
+        "train": _counts(train),
+        "test": _counts(test),
+        "outputs": {"train": str(output_dir / TRAIN_FILE), "test": str(output_dir / TEST_FILE)},
+    }
+    write_json_atomic(output_dir / DESC_FILE, desc)
+    logger.info("%s: %d sessions (%d abnormal) -> %s", input_path, len(sessions), desc["all"]["abnormal"], output_dir)
+    return desc

@@ -1,0 +1,76 @@
+r"""python datasets/anomaly_patch.py --input rationanomaly/sample_data/bgl_templates.csv \
+    --patch rationanomaly/sample_data/anomaly_patch.json --output runs/patch/bgl_templates.csv \
+    --report runs/patch/report.json
+
+Rectify template labels with the expert patch. The input is a LogPrompt template sheet (.xlsx/.csv, columns
+`log`, `label`) or a loghub structured CSV; the output has the input's format. `--input`/`--output` may be
+repeated in pairs; the report then holds totals plus one section per file.
+
+Run with no arguments (from `datasets/` or anywhere), it does what the reference script did: patch
+`datasets/trainsets/BGL.xlsx` and `datasets/trainsets/Spirit.xlsx` with `datasets/anomaly_patch.json`, writing
+`trainsets/BGL_rectified.xlsx`, `trainsets/Spirit_rectified.xlsx` and `trainsets/anomaly_patch_report.json`
+(the inputs are left untouched so a rerun gives the same result).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rationanomaly.loaders import DataFormatError
+from rationanomaly.patch import EXACT, MATCH_MODES, patch_files
+from rationanomaly.samples import SampleFormatError
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_INPUTS = [HERE / "trainsets" / "BGL.xlsx", HERE / "trainsets" / "Spirit.xlsx"]
+SHOWN = 5  # unmatched entries printed; the report lists them all
+DEFAULT_OUTPUTS = [HERE / "trainsets" / "BGL_rectified.xlsx", HERE / "trainsets" / "Spirit_rectified.xlsx"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Rectify template labels with an expert anomaly patch.")
+    parser.add_argument("--input", type=Path, action="append", help="template sheet or loghub structured CSV "
+                        "(repeatable; default: trainsets/BGL.xlsx and trainsets/Spirit.xlsx)")
+    parser.add_argument("--output", type=Path, action="append", help="patched file, same format as its --input")
+    parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json")
+    parser.add_argument("--report", type=Path, default=HERE / "trainsets" / "anomaly_patch_report.json")
+    parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
+                        help="exact (the reference) or normalized (punctuation/whitespace-insensitive fallback)")
+    args = parser.parse_args(argv)
+    if args.input is None and args.output is None:
+        args.input, args.output = DEFAULT_INPUTS, DEFAULT_OUTPUTS
+    if args.input is None or args.output is None or len(args.input) != len(args.output):
+        parser.error("give one --output per --input (or neither, for the reference's trainsets/ files)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = patch_files(list(zip(args.input, args.output, strict=True)), args.patch, args.report, args.match)
+    except FileNotFoundError as error:
+        print(f"error: {error}\n  the default run expects the LogPrompt sheets as datasets/trainsets/BGL.xlsx and "
+              "Spirit.xlsx and the RationAnomaly release's anomaly_patch.json in datasets/ (README: data sources)")
+        return 2
+    except (DataFormatError, SampleFormatError) as error:
+        print(f"error: {error}")
+        return 2
+    for item in report["files"]:
+        print(f"{item['input']}: {item['templates']} templates, {item['matched']} matched, {item['changed']} changed "
+              f"(+{item['normal_to_abnormal']} abnormal, -{item['abnormal_to_normal']}), anomalies "
+              f"{item['anomalies_before']} -> {item['anomalies_after']} -> {item['output']}")
+    print(f"patch {args.patch}: {report['matched']}/{report['patch_entries']} entries matched ({args.match}); "
+          f"{len(report['matched_normalized_only'])} only when normalized; {len(report['already_rectified'])} "
+          f"already rectified; {len(report['ambiguous'])} ambiguous")
+    for entry in report["unmatched"][:SHOWN]:
+        print(f"  unmatched: {entry!r}")
+    if len(report["unmatched"]) > SHOWN:
+        print(f"  ... and {len(report['unmatched']) - SHOWN} more unmatched entries (listed in the report)")
+    if report["unmatched"] and args.match == EXACT:
+        print("  (try --match normalized to recover near-misses)")
+    print(f"report -> {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Session windows: window rules, chronological split, seeded anomaly-ratio sampling, files, CLI, real BGL 2k."""
+
+from __future__ import annotations
+
+import json
+import runpy
+
+import pytest
+
+from rationanomaly.labels import ABNORMAL, NORMAL
+from rationanomaly.paths import REPO_ROOT, SAMPLE_DATA_DIR
+from rationanomaly.sessions import (
+    DESC_FILE,
+    FIXED,
+    REFERENCE,
+    TEST_FILE,
+    TRAIN_FILE,
+    Session,
+    anomaly_count,
+    build_session_dataset,
+    build_sessions,
+    read_sessions,
+    sample_anomaly_ratio,
+    split_chronological,
+    window_bounds,
+    write_sessions,
+)
+
+
+def session(index: int, abnormal: bool) -> Session:
+    return Session(index, index * 10 + 1, ("t",) * 2, (0, int(abnormal)))
+
+
+@pytest.mark.parametrize(("ids", "window", "mode", "keep_partial", "expected"), [
+    (range(1, 11), 5, FIXED, False, [(0, 5), (5, 10)]),  # exact multiple
+    (range(1, 13), 5, FIXED, False, [(0, 5), (5, 10)]),  # short last window dropped
+    (range(1, 13), 5, FIXED, True, [(0, 5), (5, 10), (10, 12)]),  # ... or kept
+    (range(1, 13), 5, REFERENCE, False, [(0, 6), (6, 12)]),  # reference: window + 1 consecutive lines
+    (range(1, 14), 5, REFERENCE, True, [(0, 6), (6, 12), (12, 13)]),
+    ([1, 2, 9, 10, 11, 20], 5, REFERENCE, True, [(0, 2), (2, 5), (5, 6)]),  # reference follows LineId gaps
+    ([], 5, FIXED, True, []),
+])
+def test_window_bounds(ids, window, mode, keep_partial, expected):
+    assert window_bounds(list(ids), window, mode, keep_partial) == expected
+
+
+@pytest.mark.parametrize(("window", "mode"), [(0, FIXED), (5, "sliding")])
+def test_window_bounds_rejects_bad_parameters(window, mode):
+    with pytest.raises(ValueError):
+        window_bounds([1, 2], window, mode)
+
+
+def test_build_sessions_is_abnormal_if_any_line_is():
+    sessions = build_sessions([1, 2, 3, 4], ["a", "b", "c", "d"], [0, 0, 0, 1], window=2)
+    assert [(s.session_id, s.first_line, s.templates, s.label) for s in sessions] == [
+        (0, 1, ("a", "b"), NORMAL), (1, 3, ("c", "d"), ABNORMAL)]
+
+
+def test_build_sessions_rejects_unequal_columns():
+    with pytest.raises(ValueError, match="equally long"):
+        build_sessions([1, 2], ["a"], [0, 0])
+
+
+@pytest.mark.parametrize(("n", "ratio", "train"), [(10, 0.8, 8), (7, 0.5, 3), (5, 0.0, 0), (5, 1.0, 5)])
+def test_split_chronological_keeps_order_and_floors_the_cut(n, ratio, train):
+    sessions = [session(i, False) for i in range(n)]
+    first, second = split_chronological(sessions, ratio)
+    assert len(first) == train and first + second == sessions
+
+
+@pytest.mark.parametrize(("abnormal", "normal", "ratio", "expected"), [
+    (10, 20, 0.15, (4, 20)),  # too many anomalies: round(0.15 * 20 / 0.85) = 4 kept, every normal kept
+    (2, 40, 0.15, (2, 11)),  # too few: every anomaly kept, round(2 * 0.85 / 0.15) = 11 normals
+    (1, 100, 0.5, (1, 1)),
+    (0, 5, 0.15, (0, 5)),  # one class only: unchanged
+])
+def test_sample_anomaly_ratio_subsamples_only_the_over_represented_class(abnormal, normal, ratio, expected):
+    sessions = [session(i, i < abnormal) for i in range(abnormal + normal)]
+    kept = sample_anomaly_ratio(sessions, ratio, seed=0)
+    assert (anomaly_count(kept), len(kept) - anomaly_count(kept)) == expected
+    assert [s.session_id for s in kept] == sorted(s.session_id for s in kept)
+
+
+def test_sample_anomaly_ratio_is_deterministic_for_a_seed_and_varies_with_it():
+    sessions = [session(i, i % 2 == 0) for i in range(60)]
+    picks = {seed: [s.session_id for s in sample_anomaly_ratio(sessions, 0.15, seed)] for seed in (0, 0, 1)}
+    assert picks[0] == [s.session_id for s in sample_anomaly_ratio(sessions, 0.15, 0)]
+    assert picks[0] != picks[1]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 1.5])
+def test_sample_anomaly_ratio_rejects_ratios_outside_the_open_unit_interval(ratio):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        sample_anomaly_ratio([session(0, True)], ratio, 0)
+
+
+def test_session_file_round_trips(tmp_path):
+    sessions = [session(0, False), session(1, True)]
+    write_sessions(tmp_path / "s.json", sessions)
+    assert read_sessions(tmp_path / "s.json") == sessions
+
+
+def test_build_session_dataset_on_sample_writes_files_and_description(tmp_path):
+    desc = build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path, seed=0)
+    train, test = read_sessions(tmp_path / TRAIN_FILE), read_sessions(tmp_path / TEST_FILE)
+    assert (desc["all"]["sessions"], desc["all"]["abnormal"]) == (15, 9)
+    assert (desc["train_before_sampling"]["sessions"], desc["train_before_sampling"]["abnormal"]) == (12, 7)
+    assert (len(train), anomaly_count(train), len(test), anomaly_count(test)) == (6, 1, 3, 2)
+    assert all(len(s.templates) == 100 for s in train + test)
+    assert json.loads((tmp_path / DESC_FILE).read_text()) == desc
+    assert desc["seed"] == 0 and desc["parameters"]["train_anomaly_ratio"] == 0.15
+
+
+def test_build_session_dataset_is_byte_identical_for_the_same_seed(tmp_path):
+    for folder in ("a", "b"):
+        build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path / folder, seed=3)
+    assert (tmp_path / "a" / TRAIN_FILE).read_bytes() == (tmp_path / "b" / TRAIN_FILE).read_bytes()
+
+
+def test_session_builder_cli_runs_and_summarises(tmp_path, capsys):
+    main = runpy.run_path(str(REPO_ROOT / "datasets" / "session_builder.py"), run_name="cli")["main"]
+    argv = ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output-dir", str(tmp_path),
+            "--mode", "reference", "--keep-partial", "--train-anomaly-ratio", "0"]
+    assert main(argv) == 0
+    desc = json.loads((tmp_path / DESC_FILE).read_text())
+    assert desc["all"]["sessions"] == 15 and desc["train"] == desc["train_before_sampling"]  # 14 x 101 + 86
+    assert "1500 lines (116 abnormal)" in capsys.readouterr().out
+
+
+def test_session_builder_cli_reports_a_missing_input(tmp_path, capsys):
+    main = runpy.run_path(str(REPO_ROOT / "datasets" / "session_builder.py"), run_name="cli")["main"]
+    assert main(["--input", str(tmp_path / "none.csv"), "--output-dir", str(tmp_path)]) == 2
+    assert "none.csv" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("mode", "keep_partial", "sessions", "abnormal", "dropped"), [
+    (FIXED, False, 20, 12, 0),  # 2000 lines -> 20 windows of 100, 12 hold an alert
+    (REFERENCE, False, 19, 11, 81),  # 19 windows of 101 lines; the last 81 lines (one alert window) dropped
+    (REFERENCE, True, 20, 12, 0),
+])
+def test_public_bgl_2k_windows(public_data, tmp_path, mode, keep_partial, sessions, abnormal, dropped):
+    desc = build_session_dataset(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path, mode=mode,
+                                 keep_partial=keep_partial)
+    assert (desc["lines"], desc["abnormal_lines"], desc["dropped_lines"]) == (2000, 143, dropped)
+    assert (desc["all"]["sessions"], desc["all"]["abnormal"]) == (sessions, abnormal)
+    assert (desc["test"]["sessions"], desc["test"]["abnormal"]) == (4, 2)
+
+
+@pytest.mark.realdata
+def test_public_bgl_2k_rectified_has_more_abnormal_windows(public_data, tmp_path):
+    from rationanomaly.patch import NORMALIZED, patch_files
+
+    patch_files([(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path / "bgl2k.csv")],
+                public_data / "rationanomaly" / "anomaly_patch.json", tmp_path / "report.json", NORMALIZED)
+    desc = build_session_dataset(tmp_path / "bgl2k.csv", tmp_path / "sessions")
+    assert (desc["abnormal_lines"], desc["all"]["sessions"], desc["all"]["abnormal"]) == (306, 20, 17)
