@@ -1,0 +1,58 @@
+"""Prediction: answer every item of a test set with a model (vLLM, transformers, an endpoint) or the rules.
+
+    from rationanomaly.predict import predict_file
+    predict_file("test.json", "predictions.json", model="models/RationAnomaly", backend="vllm", mode="cot")
+
+Prompts come from rationanomaly.prompts, the same messages the training data was built with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rationanomaly.predict.backends import (
+    BACKENDS,
+    DEFAULT_BATCH_SIZE,
+    Backend,
+    BackendUnavailable,
+    Request,
+    SamplingConfig,
+    make_backend,
+    resolve_backend,
+)
+from rationanomaly.predict.runner import PredictionRun, predict_samples
+from rationanomaly.prompts import load_system_prompt
+from rationanomaly.samples import read_samples
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendUnavailable",
+    "PredictionRun",
+    "Request",
+    "SamplingConfig",
+    "make_backend",
+    "predict_file",
+    "predict_samples",
+]
+
+
+def predict_file(testset: str | Path, output: str | Path, model: str | Path | None = None, backend: str = "auto",
+                 mode: str = "cot", prompt_file: str | Path | None = None, sampling: SamplingConfig | None = None,
+                 batch_size: int | None = None, save_every: int = 100, **backend_options: Any) -> PredictionRun:
+    """Predict a reference-layout test set into `output` (resuming a partial file) and return the run's counts."""
+    name = resolve_backend(backend)
+    if name != "rules" and model is None:
+        raise ValueError(f"backend {name} needs a model: pass --model PATH (or a model name for --backend openai)")
+    if not Path(testset).is_file():
+        raise FileNotFoundError(f"test set {testset} not found; build one with datasets/template_split.py "
+                                "(it writes NAME_test.json) or pass --testset FILE")
+    sampling = sampling or SamplingConfig()
+    samples = read_samples(testset)
+    system_prompt = load_system_prompt(mode, prompt_file)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE[name]
+    engine = make_backend(name, model or "", sampling, batch_size=batch_size, **backend_options)
+    metadata = {"model": str(model) if model is not None else None, "testset": str(testset), "mode": mode,
+                "prompt_file": str(prompt_file) if prompt_file else None, "seed": sampling.seed}
+    return predict_samples(samples, engine, output, system_prompt, sampling, batch_size, save_every, metadata)

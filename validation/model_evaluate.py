@@ -1,0 +1,98 @@
+"""Score predictions: binarise each output, then precision / recall / F1 of the abnormal class per template and session.
+
+    python validation/model_evaluate.py --help
+
+Explicit form (writes the metrics JSON, plus PREDICTIONS.labelled.json and PREDICTIONS.diff.json beside the
+predictions unless --labelled / --diff say otherwise):
+    python validation/model_evaluate.py --predictions predictions.json --testset datasets/testsets/BGL_test.json \
+        --sessions datasets/testsets/BGL_test_sessions.json --output-json metrics.json --dataset BGL
+Reference form (numbers from validation/model_testset_list.json; -s b = BGL sessions, -s s = Spirit):
+    python validation/model_evaluate.py -m 2 -t 0 -s b
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rationanomaly.evaluate import MISSING_POLICIES, evaluate_files, format_table
+from rationanomaly.io import write_text_atomic
+from rationanomaly.patch import EXACT, MATCH_MODES
+from rationanomaly.predict.catalog import DEFAULT_CATALOG, load_catalog, reference_ids, select, session_path
+from rationanomaly.results import DATASETS, ResultRow, comparison_table, evaluation_scores
+
+SHOWN_UNKNOWNS = 10
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Reference flags (-m, -t, -s) and explicit ones on top."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-m", "--model", help="catalogue model number (reference form, with -t NUMBER)")
+    parser.add_argument("-t", "--testset", required=True, help="test set JSON or a catalogue number")
+    parser.add_argument("-s", "--session", help="reference form: b (BGL) or s (Spirit) session file from the catalogue")
+    parser.add_argument("--predictions", type=Path, help="predictions JSON (instruction, input, output)")
+    parser.add_argument("--sessions", type=Path, help="session JSON (rationanomaly.sessions) for session-level scores")
+    parser.add_argument("--missing", choices=MISSING_POLICIES, default="drop",
+                        help="sessions with an unpredicted template: drop them (reference) or read those lines normal")
+    parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
+                        help="session templates vs predicted ones: exact (reference) or punctuation/space-normalised")
+    parser.add_argument("--output-json", type=Path, help="metrics JSON (default: results/metrics/ in reference form)")
+    parser.add_argument("--labelled", type=Path, help="labelled-output JSON (binarised output beside each label)")
+    parser.add_argument("--diff", type=Path, help="JSON of the items whose binarised output differs from the label")
+    parser.add_argument("--dataset", choices=DATASETS, help="print the paper's Table 2 rows for this dataset")
+    parser.add_argument("--method", default="ours", help="row name in the comparison table")
+    parser.add_argument("--results-table", type=Path, help="also write the comparison table (markdown) here")
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="numbered models and test sets")
+    return parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """Input and output paths from either the reference numbers or the explicit flags."""
+    catalog = load_catalog(args.catalog)
+    ids = reference_ids(args.model, args.testset)
+    sessions = args.sessions or (session_path(catalog, args.session) if args.session else None)
+    if ids is not None:
+        chosen = select(catalog, *ids)
+        metrics = chosen.results_dir / "metrics" / f"{chosen.stem}.json"
+        return {"predictions": args.predictions or chosen.predictions_path, "testset": chosen.testset_path,
+                "sessions": sessions, "output_json": args.output_json or metrics,
+                "labelled": args.labelled or chosen.labelled_path, "diff": args.diff or chosen.diff_path,
+                "dataset": args.dataset or (chosen.testset if chosen.testset in DATASETS else None)}
+    if args.predictions is None:
+        raise ValueError("give --predictions FILE (or the reference numbers -m MODEL -t TESTSET)")
+    stem = args.predictions.with_suffix("")
+    return {"predictions": args.predictions, "testset": Path(args.testset), "sessions": sessions,
+            "output_json": args.output_json, "labelled": args.labelled or stem.with_name(stem.name + ".labelled.json"),
+            "diff": args.diff or stem.with_name(stem.name + ".diff.json"), "dataset": args.dataset}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate, write the files, print the table, the unknowns and the paper's rows."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        paths = resolve(args)
+        dataset = paths.pop("dataset")
+        result = evaluate_files(**paths, missing=args.missing, match=args.match)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    print(f"unknown (not binarisable, counted as not abnormal): {len(result.unknowns)}")
+    for item in result.unknowns[:SHOWN_UNKNOWNS]:
+        print(f"  {item['input'][:50]!r} -> {item['response'][:60]!r}")
+    scores = result.to_dict()
+    tables = [comparison_table(dataset, level, [ResultRow(args.method, evaluation_scores(scores, level), "ours")])
+              for level in ("template", "session") if dataset and level in scores]
+    print("\n".join(tables))
+    if args.results_table is not None and tables:
+        write_text_atomic(args.results_table, "\n".join(tables))
+    written = [p for p in (paths["output_json"], paths["labelled"], paths["diff"], args.results_table) if p]
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
