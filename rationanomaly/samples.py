@@ -32,7 +32,7 @@ def read_records(path: str | Path, required: Iterable[str]) -> list[dict]:
     """Read a JSON list of objects and check that each has the `required` string keys."""
     path = Path(path)
     if not path.is_file():
-        raise SampleFormatError(f"{path}: no such file; check the path (build it with the datasets/ scripts)")
+        raise FileNotFoundError(f"{path}: no such file; check the path (the datasets/ scripts build sample files)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
