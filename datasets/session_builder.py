@@ -25,16 +25,32 @@ from rationanomaly.sessions import (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build session windows from a loghub structured log.")
     parser.add_argument("--input", type=Path, required=True, help="loghub *.log_structured.csv (patched or not)")
-    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--output_dir", "--output-dir", type=Path, required=True)
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="lines per window (paper: 100)")
-    parser.add_argument("--mode", choices=WINDOW_MODES, default=FIXED,
-                        help="fixed: exactly --window lines; reference: new window once the LineId distance "
-                             "exceeds --window (window + 1 lines, the reference builder's behaviour)")
-    parser.add_argument("--keep-partial", action="store_true", help="keep a last window that is not full")
-    parser.add_argument("--train-ratio", type=float, default=DEFAULT_TRAIN_RATIO,
-                        help="share of windows (the earliest) used for training")
-    parser.add_argument("--train-anomaly-ratio", type=float, default=DEFAULT_TRAIN_ANOMALY_RATIO,
-                        help="abnormal share to subsample the training windows to (reference: 0.15); 0 keeps all")
+    parser.add_argument(
+        "--mode",
+        choices=WINDOW_MODES,
+        default=FIXED,
+        help="fixed: exactly --window lines; reference: new window once the LineId distance "
+        "exceeds --window (window + 1 lines, the reference builder's behaviour)",
+    )
+    parser.add_argument(
+        "--keep_partial", "--keep-partial", action="store_true", help="keep a last window that is not full"
+    )
+    parser.add_argument(
+        "--train_ratio",
+        "--train-ratio",
+        type=float,
+        default=DEFAULT_TRAIN_RATIO,
+        help="share of windows (the earliest) used for training",
+    )
+    parser.add_argument(
+        "--train_anomaly_ratio",
+        "--train-anomaly-ratio",
+        type=float,
+        default=DEFAULT_TRAIN_ANOMALY_RATIO,
+        help="abnormal share to subsample the training windows to (reference: 0.15); 0 keeps all",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -42,18 +58,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        desc = build_session_dataset(args.input, args.output_dir, args.window, args.mode, args.keep_partial,
-                                     args.train_ratio, args.train_anomaly_ratio or None, args.seed)
+        desc = build_session_dataset(
+            args.input,
+            args.output_dir,
+            args.window,
+            args.mode,
+            args.keep_partial,
+            args.train_ratio,
+            args.train_anomaly_ratio or None,
+            args.seed,
+        )
     except (FileNotFoundError, DataFormatError, ValueError) as error:
         print(f"error: {error}")
         return 2
     print(f"{args.input}: {desc['lines']} lines ({desc['abnormal_lines']} abnormal), {desc['dropped_lines']} dropped")
     for part in ("all", "train_before_sampling", "train", "test"):
         counts = desc[part]
-        print(f"  {part:>22}: {counts['sessions']:5d} sessions, {counts['abnormal']:5d} abnormal "
-              f"(ratio {counts['anomaly_ratio']})")
-    print(f"-> {desc['outputs']['train']}, {desc['outputs']['test']}, {args.output_dir / DESC_FILE} "
-          f"(window {args.window}, mode {args.mode}, seed {args.seed})")
+        print(
+            f"  {part:>22}: {counts['sessions']:5d} sessions, {counts['abnormal']:5d} abnormal "
+            f"(ratio {counts['anomaly_ratio']})"
+        )
+    print(
+        f"-> {desc['outputs']['train']}, {desc['outputs']['test']}, {args.output_dir / DESC_FILE} "
+        f"(window {args.window}, mode {args.mode}, seed {args.seed})"
+    )
     return 0
 
 

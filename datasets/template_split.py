@@ -30,17 +30,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Split labelled templates into train/test sample JSON.")
     parser.add_argument("--input", type=Path, required=True, help="template sheet (.xlsx/.csv), ideally patched")
     parser.add_argument("--name", help="dataset name used in the output file names (default: input file stem)")
-    parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--order", choices=ORDERS, default=CHRONOLOGICAL,
-                        help="chronological = file order (paper); random = seeded shuffle")
-    parser.add_argument("--train-ratio", type=float, default=DEFAULT_TRAIN_RATIO,
-                        help="share of templates (first in --order) forming the training pool")
-    parser.add_argument("--train-size", type=int, default=DEFAULT_TRAIN_SIZE, help="most training entries")
-    parser.add_argument("--anomaly-rate", type=float, default=DEFAULT_ANOMALY_RATE, help="training anomaly rate")
+    parser.add_argument("--output_dir", "--output-dir", type=Path, required=True)
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=CHRONOLOGICAL,
+        help="chronological = file order (paper); random = seeded shuffle",
+    )
+    parser.add_argument(
+        "--train_ratio",
+        "--train-ratio",
+        type=float,
+        default=DEFAULT_TRAIN_RATIO,
+        help="share of templates (first in --order) forming the training pool",
+    )
+    parser.add_argument(
+        "--train_size", "--train-size", type=int, default=DEFAULT_TRAIN_SIZE, help="most training entries"
+    )
+    parser.add_argument(
+        "--anomaly_rate", "--anomaly-rate", type=float, default=DEFAULT_ANOMALY_RATE, help="training anomaly rate"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sessions", type=Path, help="session test set to drop training templates from")
-    parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
-                        help="how session templates are compared with training templates")
+    parser.add_argument(
+        "--match", choices=MATCH_MODES, default=EXACT, help="how session templates are compared with training templates"
+    )
     return parser.parse_args(argv)
 
 
@@ -48,21 +62,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = args.name or args.input.stem
     try:
-        meta = build_template_split(args.input, args.output_dir, name, args.train_ratio, args.train_size,
-                                    args.anomaly_rate, args.order, args.seed, args.sessions, args.match)
+        meta = build_template_split(
+            args.input,
+            args.output_dir,
+            name,
+            args.train_ratio,
+            args.train_size,
+            args.anomaly_rate,
+            args.order,
+            args.seed,
+            args.sessions,
+            args.match,
+        )
     except (FileNotFoundError, DataFormatError, SampleFormatError, ValueError) as error:
         print(f"error: {error}")
         return 2
     print(f"{name} ({args.input}): {meta['templates']} templates, order {args.order}, seed {args.seed}")
     for part in ("train", "test", "unused"):
         counts = meta[part]
-        print(f"  {part:>6}: {counts['entries']:5d} entries, {counts['abnormal']:4d} abnormal "
-              f"(rate {counts['anomaly_rate']})")
+        print(
+            f"  {part:>6}: {counts['entries']:5d} entries, {counts['abnormal']:4d} abnormal "
+            f"(rate {counts['anomaly_rate']})"
+        )
     print(f"  {meta['note']}")
     if "sessions" in meta:
         sessions = meta["sessions"]
-        print(f"  sessions: kept {sessions['kept']} ({sessions['kept_abnormal']} abnormal), dropped "
-              f"{sessions['dropped']} that contain a training template")
+        print(
+            f"  sessions: kept {sessions['kept']} ({sessions['kept_abnormal']} abnormal), dropped "
+            f"{sessions['dropped']} that contain a training template"
+        )
     print("-> " + ", ".join(meta["outputs"].values()) + f", {args.output_dir / f'{name}_split.json'}")
     return 0
 

@@ -34,16 +34,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-s", "--session", help="reference form: b (BGL) or s (Spirit) session file from the catalogue")
     parser.add_argument("--predictions", type=Path, help="predictions JSON (instruction, input, output)")
     parser.add_argument("--sessions", type=Path, help="session JSON (rationanomaly.sessions) for session-level scores")
-    parser.add_argument("--missing", choices=MISSING_POLICIES, default="drop",
-                        help="sessions with an unpredicted template: drop them (reference) or read those lines normal")
-    parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
-                        help="session templates vs predicted ones: exact (reference) or punctuation/space-normalised")
-    parser.add_argument("--output-json", type=Path, help="metrics JSON (default: results/metrics/ in reference form)")
+    parser.add_argument(
+        "--missing",
+        choices=MISSING_POLICIES,
+        default="drop",
+        help="sessions with an unpredicted template: drop them (reference) or read those lines normal",
+    )
+    parser.add_argument(
+        "--match",
+        choices=MATCH_MODES,
+        default=EXACT,
+        help="session templates vs predicted ones: exact (reference) or punctuation/space-normalised",
+    )
+    parser.add_argument(
+        "--output_json", "--output-json", type=Path, help="metrics JSON (default: results/metrics/ in reference form)"
+    )
     parser.add_argument("--labelled", type=Path, help="labelled-output JSON (binarised output beside each label)")
     parser.add_argument("--diff", type=Path, help="JSON of the items whose binarised output differs from the label")
     parser.add_argument("--dataset", choices=DATASETS, help="print the paper's Table 2 rows for this dataset")
     parser.add_argument("--method", default="ours", help="row name in the comparison table")
-    parser.add_argument("--results-table", type=Path, help="also write the comparison table (markdown) here")
+    parser.add_argument(
+        "--results_table", "--results-table", type=Path, help="also write the comparison table (markdown) here"
+    )
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="numbered models and test sets")
     return parser.parse_args(argv)
 
@@ -56,16 +68,27 @@ def resolve(args: argparse.Namespace) -> dict:
     if ids is not None:
         chosen = select(catalog, *ids)
         metrics = chosen.results_dir / "metrics" / f"{chosen.stem}.json"
-        return {"predictions": args.predictions or chosen.predictions_path, "testset": chosen.testset_path,
-                "sessions": sessions, "output_json": args.output_json or metrics,
-                "labelled": args.labelled or chosen.labelled_path, "diff": args.diff or chosen.diff_path,
-                "dataset": args.dataset or (chosen.testset if chosen.testset in DATASETS else None)}
+        return {
+            "predictions": args.predictions or chosen.predictions_path,
+            "testset": chosen.testset_path,
+            "sessions": sessions,
+            "output_json": args.output_json or metrics,
+            "labelled": args.labelled or chosen.labelled_path,
+            "diff": args.diff or chosen.diff_path,
+            "dataset": args.dataset or (chosen.testset if chosen.testset in DATASETS else None),
+        }
     if args.predictions is None:
         raise ValueError("give --predictions FILE (or the reference numbers -m MODEL -t TESTSET)")
     stem = args.predictions.with_suffix("")
-    return {"predictions": args.predictions, "testset": Path(args.testset), "sessions": sessions,
-            "output_json": args.output_json, "labelled": args.labelled or stem.with_name(stem.name + ".labelled.json"),
-            "diff": args.diff or stem.with_name(stem.name + ".diff.json"), "dataset": args.dataset}
+    return {
+        "predictions": args.predictions,
+        "testset": Path(args.testset),
+        "sessions": sessions,
+        "output_json": args.output_json,
+        "labelled": args.labelled or stem.with_name(stem.name + ".labelled.json"),
+        "diff": args.diff or stem.with_name(stem.name + ".diff.json"),
+        "dataset": args.dataset,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     for item in result.unknowns[:SHOWN_UNKNOWNS]:
         print(f"  {item['input'][:50]!r} -> {item['response'][:60]!r}")
     scores = result.to_dict()
-    tables = [comparison_table(dataset, level, [ResultRow(args.method, evaluation_scores(scores, level), "ours")])
-              for level in ("template", "session") if dataset and level in scores]
+    tables = [
+        comparison_table(dataset, level, [ResultRow(args.method, evaluation_scores(scores, level), "ours")])
+        for level in ("template", "session")
+        if dataset and level in scores
+    ]
     print("\n".join(tables))
     if args.results_table is not None and tables:
         write_text_atomic(args.results_table, "\n".join(tables))

@@ -35,30 +35,53 @@ from rationanomaly.prompts import SYSTEM_PROMPTS
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Reference flags (-m, -t, -c) and explicit ones on top."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-m", "--model", help="model folder (an endpoint's model name for openai), or a catalogue "
-                                              "number with -t NUMBER")
-    parser.add_argument("-t", "--testset", required=True, help="test set JSON (instruction, input, label) or a "
-                                                               "catalogue number")
-    parser.add_argument("-c", "--conversation", "--mode", dest="mode", default="cot", choices=sorted(SYSTEM_PROMPTS),
-                        help="prompt mode: cot (think/answer), log (rules only), default (no system prompt)")
-    parser.add_argument("--prompt-file", type=Path, help="system prompt file replacing the mode's prompt")
+    parser.add_argument(
+        "-m", "--model", help="model folder (an endpoint's model name for openai), or a catalogue number with -t NUMBER"
+    )
+    parser.add_argument(
+        "-t", "--testset", required=True, help="test set JSON (instruction, input, label) or a catalogue number"
+    )
+    parser.add_argument(
+        "-c",
+        "--conversation",
+        "--mode",
+        dest="mode",
+        default="cot",
+        choices=sorted(SYSTEM_PROMPTS),
+        help="prompt mode: cot (think/answer), log (rules only), default (no system prompt)",
+    )
+    parser.add_argument(
+        "--prompt_file", "--prompt-file", type=Path, help="system prompt file replacing the mode's prompt"
+    )
     parser.add_argument("--output", type=Path, help="predictions JSON (default: the reference's results path)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="auto = vllm where vLLM and a GPU exist, else transformers")
+    parser.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="auto = vllm where vLLM and a GPU exist, else transformers"
+    )
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="numbered models and test sets")
-    parser.add_argument("--batch-size", type=int, help="items per generate call (default per backend)")
-    parser.add_argument("--save-every", type=int, default=100, help="save after at least this many new items")
+    parser.add_argument("--batch_size", "--batch-size", type=int, help="items per generate call (default per backend)")
+    parser.add_argument(
+        "--save_every", "--save-every", type=int, default=100, help="save after at least this many new items"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=TEMPERATURE)
-    parser.add_argument("--top-p", type=float, default=TOP_P)
-    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
-    parser.add_argument("--max-model-len", type=int, default=MAX_MODEL_LEN)
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
-    parser.add_argument("--gpu-memory-utilization", type=float, help="vllm: fraction of GPU memory (default 0.9)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="vllm: run the model folder's own code")
+    parser.add_argument("--top_p", "--top-p", type=float, default=TOP_P)
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    parser.add_argument("--max_model_len", "--max-model-len", type=int, default=MAX_MODEL_LEN)
+    parser.add_argument(
+        "--tensor_parallel_size", "--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model"
+    )
+    parser.add_argument(
+        "--gpu_memory_utilization",
+        "--gpu-memory-utilization",
+        type=float,
+        help="vllm: fraction of GPU memory (default 0.9)",
+    )
+    parser.add_argument(
+        "--trust_remote_code", "--trust-remote-code", action="store_true", help="vllm: run the model folder's own code"
+    )
     parser.add_argument("--dtype", help="auto, bfloat16, float16, float32 (default auto)")
     parser.add_argument("--device", help="transformers: cpu or cuda (default: cuda when available)")
-    parser.add_argument("--base-url", help="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--base_url", "--base-url", help="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--concurrency", type=int, help="openai: requests in flight (default 8)")
     return parser.parse_args(argv)
 
@@ -78,17 +101,32 @@ def main(argv: list[str] | None = None) -> int:
         output = args.output or default_output(results_dir(catalog), testset, model)
     sampling = SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.max_model_len, args.seed)
     try:
-        run = predict_file(testset, output, model=model, backend=args.backend, mode=args.mode,
-                           prompt_file=args.prompt_file, sampling=sampling, batch_size=args.batch_size,
-                           save_every=args.save_every, tensor_parallel_size=args.tensor_parallel_size,
-                           gpu_memory_utilization=args.gpu_memory_utilization, trust_remote_code=args.trust_remote_code,
-                           dtype=args.dtype, device=args.device, base_url=args.base_url, concurrency=args.concurrency)
+        run = predict_file(
+            testset,
+            output,
+            model=model,
+            backend=args.backend,
+            mode=args.mode,
+            prompt_file=args.prompt_file,
+            sampling=sampling,
+            batch_size=args.batch_size,
+            save_every=args.save_every,
+            tensor_parallel_size=args.tensor_parallel_size,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            trust_remote_code=args.trust_remote_code,
+            dtype=args.dtype,
+            device=args.device,
+            base_url=args.base_url,
+            concurrency=args.concurrency,
+        )
     except (BackendUnavailable, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"predictions: {run.output}")
-    print(f"items: {run.total} ({run.resumed} resumed, {run.generated} generated) in {run.seconds:.1f} s "
-          f"= {run.items_per_second:.2f} items/s")
+    print(
+        f"items: {run.total} ({run.resumed} resumed, {run.generated} generated) in {run.seconds:.1f} s "
+        f"= {run.items_per_second:.2f} items/s"
+    )
     return 0
 
 
