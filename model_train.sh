@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# RationAnomaly training on stock verl 0.9.1: GRPO (default, the reference run), CoT-SFT with LoRA, or both.
+#   bash model_train.sh                              # GRPO from models/RationAnomaly-SFT on 8 GPUs (reference run)
+#   STAGE=sft bash model_train.sh                    # CoT-SFT (LoRA), then merge the adapter -> models/RationAnomaly-SFT
+#   STAGE=all bash model_train.sh                    # SFT -> merge -> GRPO from the merged model
+#   DRY_RUN=1 bash model_train.sh                    # (or --dry-run) validate everything on a CPU, print commands, train nothing
+#   bash model_train.sh trainer.total_epochs=1       # any verl override, appended last
+# Ablations (paper): ABLATION=no_asymmetric | no_think_reward | no_sft (GRPO from BASE_MODEL);
+# "without RL alignment" is models/RationAnomaly-SFT evaluated directly (ABLATION=no_rl explains).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+user_overrides=()
+for arg in "$@"; do
+    if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else user_overrides+=("$arg"); fi
+done
+
+STAGE=${STAGE:-grpo}                                  # grpo | sft | all
+DRY_RUN=${DRY_RUN:-0}                                 # 1: pre-flight only (CPU is enough)
+SKIP_PREFLIGHT=${SKIP_PREFLIGHT:-0}                   # ours: 1 skips the pre-flight before a real run
+ABLATION=${ABLATION:-none}                            # none | no_asymmetric | no_think_reward | no_sft | no_rl
+PYTHON=${PYTHON:-python}
+BASE_MODEL=${BASE_MODEL:-models/llama-2-7b-chat-hf}   # reference run: Llama-2-7B-chat
+SFT_MODEL=${SFT_MODEL:-models/RationAnomaly-SFT}      # ours: the CoT-SFT model with its LoRA adapter merged
+TRAIN_FILES=${TRAIN_FILES:-datasets/bgl_train.parquet}          # reference run
+VAL_FILES=${VAL_FILES:-datasets/bgl_validation.parquet}         # reference run
+SFT_TRAIN_FILES=${SFT_TRAIN_FILES:-datasets/sft_train.parquet}  # ours: messages format for verl's SFT trainer
+SFT_VAL_FILES=${SFT_VAL_FILES:-datasets/sft_val.parquet}        # ours
+N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}                 # reference run
+NNODES=${NNODES:-1}                                   # reference run
+PROJECT_NAME=${PROJECT_NAME:-RationAnomaly}           # reference run
+PPL_MODEL=${PPL_MODEL:-models/distilgpt2}             # reference run: DistilGPT-2; none disables the perplexity term
+ANSWER_SCHEME=${ANSWER_SCHEME:-reference}             # reference run; plain = without asymmetric compensation
+THINK_REWARD=${THINK_REWARD:-true}                    # reference run; false = without thinking reward
+RAY_NUM_CPUS=${RAY_NUM_CPUS:-}                        # ours: empty lets Ray count the node's CPUs
+ATTN_IMPL=${ATTN_IMPL:-auto}                          # ours: auto = flash_attention_2 if flash-attn imports, else sdpa
+OVERWRITE=${OVERWRITE:-0}                             # ours: 1 lets STAGE=sft replace an existing SFT_MODEL
+LOG_DIR=${LOG_DIR:-targets}                           # reference run: console logs under targets/
+# GRPO
+TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-32}              # reference run
+PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-8}         # reference run
+PPO_MICRO_BATCH_SIZE_PER_GPU=${PPO_MICRO_BATCH_SIZE_PER_GPU:-1}  # reference run
+ACTOR_LR=${ACTOR_LR:-4e-7}                            # reference run
+KL_COEF=${KL_COEF:-0.001}                             # reference run (actor KL loss, low_var_kl)
+ROLLOUT_N=${ROLLOUT_N:-16}                            # reference run
+TEMPERATURE=${TEMPERATURE:-0.9}                       # reference run
+MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-2048}          # reference run
+MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-1024}      # reference run
+GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.8} # reference run
+TENSOR_PARALLEL=${TENSOR_PARALLEL:-1}                 # reference run
+TOTAL_EPOCHS=${TOTAL_EPOCHS:-2}                       # reference run
+SAVE_FREQ=${SAVE_FREQ:-10}                            # reference run
+# CoT-SFT (the paper gives no SFT hyperparameters; these are ours)
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 2,000 samples -> 62 steps per epoch
+SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-1}  # ours
+SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-4096}                # ours: system + log + CoT stay far below this
+LORA_RANK=${LORA_RANK:-32}                            # ours
+LORA_ALPHA=${LORA_ALPHA:-16}                          # ours
+SFT_LR=${SFT_LR:-1e-4}                                # ours: a common LoRA learning rate
+SFT_EPOCHS=${SFT_EPOCHS:-3}                           # ours
+# ours: verl templates each turn on its own and refuses a mismatch with the whole conversation; the SFT
+# parquet folds the system prompt into the user turn (<<SYS>> block), so none arises. True only if a real
+# tokenizer splits a turn boundary differently; the pre-flight then still checks that no message is lost.
+SFT_IGNORE_MISMATCH=${SFT_IGNORE_MISMATCH:-False}
+
+# Derived once. Ablations change the reward options, the GRPO start model and the output folder
+# (a separate folder, or resume_mode=auto would continue the full run's checkpoints).
+case "$ABLATION" in
+    none) suffix="" ;;
+    no_asymmetric) ANSWER_SCHEME=plain; suffix="-no_asymmetric" ;;
+    no_think_reward) THINK_REWARD=false; suffix="-no_think_reward" ;;
+    no_sft) suffix="-no_sft" ;;
+    no_rl)
+        echo "ABLATION=no_rl trains no GRPO: run STAGE=sft bash model_train.sh, then evaluate $SFT_MODEL with validation/model_predict.py" >&2
+        exit 2 ;;
+    *) echo "unknown ABLATION=$ABLATION; choose none, no_asymmetric, no_think_reward, no_sft or no_rl" >&2; exit 2 ;;
+esac
+if [[ "$ABLATION" == no_sft && "$STAGE" != grpo ]]; then
+    echo "ABLATION=no_sft skips CoT-SFT: use STAGE=grpo" >&2
+    exit 2
+fi
+GRPO_MODEL=${GRPO_MODEL:-$([[ "$ABLATION" == no_sft ]] && echo "$BASE_MODEL" || echo "$SFT_MODEL")}
+EXPERIMENT_NAME=${EXPERIMENT_NAME:-rationanomaly_grpo${suffix}}
+OUTPUT_DIR=${OUTPUT_DIR:-targets/RationAnomaly${suffix}}         # reference run: targets/RationAnomaly
+SFT_OUTPUT_DIR=${SFT_OUTPUT_DIR:-targets/RationAnomaly-SFT}
+STAMP=$(date +%Y%m%d_%H%M%S)
+if [[ "$ATTN_IMPL" == auto ]]; then
+    if "$PYTHON" -c 'import flash_attn' 2>/dev/null; then ATTN_IMPL=flash_attention_2; else ATTN_IMPL=sdpa; fi
+fi
+# verl's reward workers run in Ray actors; absolute paths keep them valid whatever their cwd
+REWARD_FILE=$PWD/verl/utils/reward_score/RationAnomaly/__init__.py
+if [[ "$PPL_MODEL" != none && "$PPL_MODEL" != /* ]]; then PPL_MODEL=$PWD/$PPL_MODEL; fi
+export WANDB_MODE=${WANDB_MODE:-offline}              # reference run: wandb offline
+export WANDB_DIR=${WANDB_DIR:-$LOG_DIR}
+export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
+
+grpo_overrides() {  # $1: the model GRPO starts from
+    overrides=(
+        algorithm.adv_estimator=grpo
+        data.train_files="$TRAIN_FILES"
+        data.val_files="$VAL_FILES"
+        data.train_batch_size="$TRAIN_BATCH_SIZE"
+        data.max_prompt_length="$MAX_PROMPT_LENGTH"
+        data.max_response_length="$MAX_RESPONSE_LENGTH"
+        data.truncation=left
+        actor_rollout_ref.model.path="$1"
+        actor_rollout_ref.model.use_remove_padding=True
+        actor_rollout_ref.model.enable_gradient_checkpointing=True
+        +actor_rollout_ref.model.override_config.attn_implementation="$ATTN_IMPL"
+        actor_rollout_ref.actor.optim.lr="$ACTOR_LR"
+        actor_rollout_ref.actor.ppo_mini_batch_size="$PPO_MINI_BATCH_SIZE"
+        actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$PPO_MICRO_BATCH_SIZE_PER_GPU"
+        actor_rollout_ref.actor.use_kl_loss=True
+        actor_rollout_ref.actor.kl_loss_coef="$KL_COEF"
+        actor_rollout_ref.actor.kl_loss_type=low_var_kl
+        actor_rollout_ref.actor.fsdp_config.param_offload=True
+        actor_rollout_ref.actor.fsdp_config.optimizer_offload=True
+        actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4
+        actor_rollout_ref.ref.fsdp_config.param_offload=True
+        actor_rollout_ref.rollout.name=vllm
+        actor_rollout_ref.rollout.n="$ROLLOUT_N"
+        actor_rollout_ref.rollout.temperature="$TEMPERATURE"
+        actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEMORY_UTILIZATION"
+        actor_rollout_ref.rollout.tensor_model_parallel_size="$TENSOR_PARALLEL"
+        actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1
+        algorithm.kl_ctrl.kl_coef="$KL_COEF"
+        reward.custom_reward_function.path="$REWARD_FILE"
+        reward.custom_reward_function.name=compute_score
+        +reward.custom_reward_function.reward_kwargs.ppl_model="$PPL_MODEL"
+        +reward.custom_reward_function.reward_kwargs.answer_scheme="$ANSWER_SCHEME"
+        +reward.custom_reward_function.reward_kwargs.think_reward="$THINK_REWARD"
+        trainer.critic_warmup=0
+        "trainer.logger=[console,file,wandb]"
+        trainer.project_name="$PROJECT_NAME"
+        trainer.experiment_name="$EXPERIMENT_NAME"
+        trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+        trainer.nnodes="$NNODES"
+        trainer.default_local_dir="$OUTPUT_DIR"
+        trainer.default_hdfs_dir=null
+        trainer.save_freq="$SAVE_FREQ"
+        trainer.test_freq=-1
+        trainer.val_before_train=false
+        trainer.total_epochs="$TOTAL_EPOCHS"
+    )
+    if [[ -n "$RAY_NUM_CPUS" ]]; then overrides+=(ray_kwargs.ray_init.num_cpus="$RAY_NUM_CPUS"); fi
+    overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
+}
+
+sft_overrides() {
+    overrides=(
+        data.train_files="$SFT_TRAIN_FILES"
+        data.val_files="$SFT_VAL_FILES"
+        data.messages_key=messages
+        data.train_batch_size="$SFT_BATCH_SIZE"
+        data.micro_batch_size_per_gpu="$SFT_MICRO_BATCH_SIZE_PER_GPU"
+        data.max_length="$SFT_MAX_LENGTH"
+        data.pad_mode=no_padding
+        data.use_dynamic_bsz=False
+        data.ignore_input_ids_mismatch="$SFT_IGNORE_MISMATCH"
+        model.path="$BASE_MODEL"
+        model.lora_rank="$LORA_RANK"
+        model.lora_alpha="$LORA_ALPHA"
+        model.target_modules=all-linear
+        model.enable_gradient_checkpointing=True
+        +model.override_config.attn_implementation="$ATTN_IMPL"
+        optim.lr="$SFT_LR"
+        engine.strategy=fsdp2
+        "trainer.logger=[console,file,wandb]"
+        trainer.project_name="$PROJECT_NAME-SFT"
+        trainer.experiment_name=rationanomaly_cot_sft
+        trainer.default_local_dir="$SFT_OUTPUT_DIR"
+        trainer.total_epochs="$SFT_EPOCHS"
+        trainer.save_freq=after_each_epoch
+        trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+        trainer.nnodes="$NNODES"
+    )
+    overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
+}
+
+torchrun_args() {  # single node: standalone rendezvous; several: the usual torchrun environment
+    if (( NNODES > 1 )); then
+        launcher=(--nnodes="$NNODES" --node_rank="${NODE_RANK:?set NODE_RANK on each node}"
+                  --master_addr="${MASTER_ADDR:?set MASTER_ADDR to the first node}" --master_port="${MASTER_PORT:-29500}")
+    else
+        launcher=(--standalone --nnodes=1)
+    fi
+}
+
+show_command() {  # the program and its flags on one line, then one override per line, shell-quoted
+    local head=() tail=() arg
+    for arg in "$@"; do
+        if (( ${#tail[@]} == 0 )) && [[ "$arg" != *=* || "$arg" == --* ]]; then head+=("$arg"); else tail+=("$arg"); fi
+    done
+    printf '  %s' "$(printf '%q ' "${head[@]}")"
+    printf '\\\n    %q ' "${tail[@]}"
+    printf '\n'
+}
+
+preflight() {  # $1: stage; the rest: the overrides verl will receive
+    local stage=$1
+    shift
+    if [[ "$SKIP_PREFLIGHT" == 1 && "$DRY_RUN" != 1 ]]; then
+        "$PYTHON" -m rationanomaly.train.preflight --stage "$stage" --overrides-only -- "$@"
+    else
+        "$PYTHON" -m rationanomaly.train.preflight --stage "$stage" -- "$@"
+    fi
+}
+
+sft_check() {
+    sft_overrides
+    preflight sft "${overrides[@]}"
+}
+
+sft_run() {
+    sft_overrides
+    torchrun_args
+    local cmd=("$PYTHON" -m torch.distributed.run "${launcher[@]}" --nproc_per_node="$N_GPUS_PER_NODE"
+               -m verl.trainer.sft_trainer "${overrides[@]}")
+    local metrics=$SFT_OUTPUT_DIR/rationanomaly_cot_sft_$STAMP.jsonl
+    local log=$LOG_DIR/verl_sft_rationanomaly_$STAMP.log
+    echo "SFT command (console log $log, metrics $metrics):"
+    show_command "${cmd[@]}"
+    echo "then: CHECKPOINTS=$SFT_OUTPUT_DIR TARGET_DIR=$SFT_MODEL bash model_export.sh   # verl merger + LoRA merge"
+    if [[ "$DRY_RUN" == 1 ]]; then return; fi
+    if [[ -e "$SFT_MODEL" && "$OVERWRITE" != 1 ]]; then
+        echo "$SFT_MODEL already exists; remove it, set OVERWRITE=1 or choose SFT_MODEL=<new folder>" >&2
+        exit 2
+    fi
+    mkdir -p "$LOG_DIR" "$SFT_OUTPUT_DIR"
+    VERL_FILE_LOGGER_PATH=$metrics "${cmd[@]}" 2>&1 | tee "$log"
+    CHECKPOINTS=$SFT_OUTPUT_DIR TARGET_DIR=$SFT_MODEL OVERWRITE=$OVERWRITE PYTHON=$PYTHON bash model_export.sh
+}
+
+grpo_check() {  # $1: the model GRPO starts from (or a stand-in with the same tokenizer)
+    grpo_overrides "$1"
+    preflight grpo "${overrides[@]}"
+}
+
+grpo_run() {  # $1: the model GRPO starts from
+    grpo_overrides "$1"
+    local cmd=("$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}")
+    local metrics=$OUTPUT_DIR/${EXPERIMENT_NAME}_$STAMP.jsonl
+    local log=$LOG_DIR/verl_grpo_rationanomaly_$STAMP.log   # reference run's console log name
+    echo "GRPO command (console log $log, metrics $metrics):"
+    show_command "${cmd[@]}"
+    if [[ "$DRY_RUN" == 1 ]]; then return; fi
+    mkdir -p "$LOG_DIR" "$OUTPUT_DIR"
+    VERL_FILE_LOGGER_PATH=$metrics "${cmd[@]}" 2>&1 | tee "$log"
+}
+
+# Every stage is checked before anything trains; for `all` the GRPO check stands the base model in for
+# the SFT model (same tokenizer), which does not exist until the SFT stage has run.
+case "$STAGE" in
+    grpo) grpo_check "$GRPO_MODEL"; grpo_run "$GRPO_MODEL" ;;
+    sft) sft_check; sft_run ;;
+    all)
+        sft_check
+        echo "(GRPO pre-flight with $BASE_MODEL standing in for $SFT_MODEL, which the SFT stage writes)"
+        grpo_check "$BASE_MODEL"
+        sft_run
+        grpo_run "$SFT_MODEL" ;;
+    *) echo "unknown STAGE=$STAGE; choose grpo, sft or all" >&2; exit 2 ;;
+esac
+if [[ "$DRY_RUN" == 1 ]]; then echo "dry run: configuration valid, nothing trained"; fi

@@ -1,0 +1,254 @@
+"""Launchers: syntax, the overrides model_train.sh hands verl, and real CPU dry runs.
+
+Most tests run the launcher with a recording stand-in for Python (`recorded_calls`): no verl start-up,
+and the test reads the exact arguments each stage would receive. The dry-run tests at the end run the
+real pre-flight on the tiny model and the sample parquet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rationanomaly.paths import REPO_ROOT
+from rationanomaly.train.tiny_run import build_dry_run_inputs, recorded_calls
+
+LAUNCHERS = sorted(REPO_ROOT.glob("*.sh"))
+REWARD_FILE = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
+
+
+def module_of(argv: list[str]) -> str:
+    """The last `-m` module of a recorded call (torchrun's own `-m torch.distributed.run` comes first)."""
+    return argv[len(argv) - argv[::-1].index("-m")]
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The Hydra overrides of a recorded call (what follows the entry point or `--`)."""
+    if "--" in argv:
+        return argv[argv.index("--") + 1:]
+    last_module = len(argv) - 1 - argv[::-1].index("-m")
+    return argv[last_module + 2:]
+
+
+def as_dict(overrides: list[str]) -> dict[str, str]:
+    """`key=value` overrides as a dict keyed without the leading `+`."""
+    return dict(item.lstrip("+").split("=", 1) for item in overrides)
+
+
+@pytest.fixture(scope="module")
+def dry_run_inputs(tmp_path_factory) -> dict[str, str]:
+    return build_dry_run_inputs(tmp_path_factory.mktemp("dry_run_inputs"))
+
+
+@pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_parses_with_bash_n(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_is_shellcheck_clean(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_both_launchers_exist():
+    assert {p.name for p in LAUNCHERS} >= {"model_train.sh", "model_export.sh"}
+
+
+@pytest.fixture(scope="module")
+def reference_grpo(tmp_path_factory):
+    """`DRY_RUN=1 bash model_train.sh` with no knobs: the reference run's overrides."""
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa"}, tmp_path_factory.mktemp("reference"))
+    assert result.returncode == 0, result.stderr
+    return result, calls
+
+
+@pytest.mark.parametrize("key, value", [
+    ("algorithm.adv_estimator", "grpo"),
+    ("data.train_files", "datasets/bgl_train.parquet"),
+    ("data.val_files", "datasets/bgl_validation.parquet"),
+    ("data.train_batch_size", "32"),  # 32 prompts
+    ("data.max_prompt_length", "2048"),
+    ("data.max_response_length", "1024"),
+    ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),  # GRPO starts from the CoT-SFT model
+    ("actor_rollout_ref.actor.optim.lr", "4e-7"),
+    ("actor_rollout_ref.actor.ppo_mini_batch_size", "8"),
+    ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "1"),
+    ("actor_rollout_ref.actor.use_kl_loss", "True"),
+    ("actor_rollout_ref.actor.kl_loss_coef", "0.001"),
+    ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
+    ("actor_rollout_ref.model.enable_gradient_checkpointing", "True"),
+    ("actor_rollout_ref.actor.fsdp_config.param_offload", "True"),
+    ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "True"),
+    ("actor_rollout_ref.ref.fsdp_config.param_offload", "True"),
+    ("actor_rollout_ref.rollout.name", "vllm"),
+    ("actor_rollout_ref.rollout.n", "16"),
+    ("actor_rollout_ref.rollout.temperature", "0.9"),
+    ("actor_rollout_ref.rollout.gpu_memory_utilization", "0.8"),
+    ("actor_rollout_ref.rollout.tensor_model_parallel_size", "1"),
+    ("algorithm.kl_ctrl.kl_coef", "0.001"),
+    ("reward.custom_reward_function.path", str(REWARD_FILE)),
+    ("reward.custom_reward_function.name", "compute_score"),
+    ("reward.custom_reward_function.reward_kwargs.ppl_model", str(REPO_ROOT / "models/distilgpt2")),
+    ("reward.custom_reward_function.reward_kwargs.answer_scheme", "reference"),
+    ("reward.custom_reward_function.reward_kwargs.think_reward", "true"),
+    ("trainer.logger", "[console,file,wandb]"),
+    ("trainer.n_gpus_per_node", "8"),
+    ("trainer.nnodes", "1"),
+    ("trainer.default_local_dir", "targets/RationAnomaly"),
+    ("trainer.save_freq", "10"),
+    ("trainer.total_epochs", "2"),
+])
+def test_default_grpo_run_passes_the_reference_hyperparameters(reference_grpo, key, value):
+    _, calls = reference_grpo
+    assert as_dict(overrides_of(calls[0][0]))[key] == value
+
+
+def test_default_dry_run_checks_grpo_only_and_starts_no_training(reference_grpo):
+    result, calls = reference_grpo
+    assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight"]
+    assert calls[0][0][calls[0][0].index("--stage") + 1] == "grpo"
+    assert "dry run: configuration valid, nothing trained" in result.stdout
+    assert "-m verl.trainer.main_ppo" in result.stdout
+
+
+def test_legacy_and_deprecated_reference_keys_are_not_passed(reference_grpo):
+    keys = set(as_dict(overrides_of(reference_grpo[1][0][0])))
+    assert not {k for k in keys if k.startswith(("custom_reward_function.", "reward_model."))}
+    assert "data.val_batch_size" not in keys  # deprecated in verl 0.9.1 (notes §1)
+
+
+def test_real_grpo_run_gives_verl_the_checked_overrides_and_logs_under_targets(tmp_path, dry_run_inputs):
+    knobs = {**dry_run_inputs, "LOG_DIR": str(tmp_path / "logs"), "OUTPUT_DIR": str(tmp_path / "out")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec", ["trainer.total_epochs=1"])
+    assert result.returncode == 0, result.stderr
+    (check, _), (train, env) = calls
+    assert module_of(check) == "rationanomaly.train.preflight" and module_of(train) == "verl.trainer.main_ppo"
+    assert overrides_of(check) == overrides_of(train)
+    assert overrides_of(train)[-1] == "trainer.total_epochs=1"  # appended overrides come last
+    assert env["WANDB_MODE"] == "offline"
+    metrics = Path(env["VERL_FILE_LOGGER_PATH"])
+    assert metrics.parent == tmp_path / "out" and metrics.name.startswith("rationanomaly_grpo_")
+    assert metrics.suffix == ".jsonl"
+    logs = list((tmp_path / "logs").glob("verl_grpo_rationanomaly_*.log"))
+    assert len(logs) == 1 and "GRPO command" not in logs[0].read_text()
+
+
+def test_skip_preflight_still_refuses_legacy_reward_keys(tmp_path, dry_run_inputs):
+    knobs = {**dry_run_inputs, "SKIP_PREFLIGHT": "1", "LOG_DIR": str(tmp_path), "OUTPUT_DIR": str(tmp_path)}
+    _, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert "--overrides-only" in calls[0][0]
+
+
+@pytest.mark.parametrize("ablation, expected", [
+    ("no_asymmetric", {"reward.custom_reward_function.reward_kwargs.answer_scheme": "plain",
+                       "trainer.default_local_dir": "targets/RationAnomaly-no_asymmetric"}),
+    ("no_think_reward", {"reward.custom_reward_function.reward_kwargs.think_reward": "false",
+                         "trainer.experiment_name": "rationanomaly_grpo-no_think_reward"}),
+    ("no_sft", {"actor_rollout_ref.model.path": "models/llama-2-7b-chat-hf",  # GRPO from the base model
+                "trainer.default_local_dir": "targets/RationAnomaly-no_sft"}),
+])
+def test_ablation_preset_changes_the_reward_or_start_model_and_the_output_folder(tmp_path, ablation, expected):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "ABLATION": ablation}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    overrides = as_dict(overrides_of(calls[0][0]))
+    assert {key: overrides[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"ABLATION": "no_rl"}, "trains no GRPO"),  # the SFT model is evaluated directly
+    ({"ABLATION": "no_sft", "STAGE": "all"}, "use STAGE=grpo"),
+    ({"ABLATION": "typo"}, "unknown ABLATION"),
+    ({"STAGE": "ppo"}, "unknown STAGE"),
+])
+def test_launcher_refuses_unknown_or_contradictory_knobs_with_one_line(tmp_path, knobs, message):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", **knobs}, tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert calls == []
+
+
+def test_stage_all_checks_both_stages_before_training_anything(tmp_path, dry_run_inputs):
+    knobs = {**dry_run_inputs, "DRY_RUN": "1", "STAGE": "all", "SFT_MODEL": str(tmp_path / "sft-merged")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    stages = [argv[argv.index("--stage") + 1] for argv, _ in calls]
+    assert stages == ["sft", "grpo"]
+    # the merged SFT model does not exist yet: the GRPO check stands the base model in for it
+    assert as_dict(overrides_of(calls[1][0]))["actor_rollout_ref.model.path"] == dry_run_inputs["BASE_MODEL"]
+    assert f"actor_rollout_ref.model.path={tmp_path / 'sft-merged'}" in result.stdout
+
+
+def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(tmp_path, dry_run_inputs):
+    knobs = {**dry_run_inputs, "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft-merged"),
+             "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"), "LOG_DIR": str(tmp_path / "logs")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    modules = [module_of(argv) for argv, _ in calls]
+    assert modules == ["rationanomaly.train.preflight", "verl.trainer.sft_trainer", "rationanomaly.train.export",
+                       "verl.model_merger", "rationanomaly.train.export"]
+    train = calls[1][0]
+    assert train[:3] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in train
+    sft = as_dict(overrides_of(train))
+    assert (sft["model.lora_rank"], sft["model.path"]) == ("32", dry_run_inputs["BASE_MODEL"])
+    assert calls[2][0][-4:] == ["--checkpoints", str(tmp_path / "sft-ckpt"), "--step", "latest"]
+    assert calls[3][0][-2:] == ["--target_dir", str(tmp_path / "sft-merged")]
+    assert calls[4][0][-3:] == ["merge-lora", "--model", str(tmp_path / "sft-merged")]
+
+
+def test_sft_run_refuses_to_overwrite_an_existing_merged_model(tmp_path, dry_run_inputs):
+    (tmp_path / "sft-merged").mkdir()
+    knobs = {**dry_run_inputs, "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft-merged"),
+             "LOG_DIR": str(tmp_path / "logs")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight"]
+
+
+def run_launcher(knobs: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """model_train.sh with this interpreter (the real pre-flight, verl included)."""
+    env = {**os.environ, **knobs, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(REPO_ROOT / "model_train.sh"), *args], env=env, capture_output=True, text=True)
+
+
+def test_grpo_dry_run_passes_on_cpu_and_prints_reward_knobs_and_numbers(dry_run_inputs):
+    result = run_launcher(dry_run_inputs, "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "pre-flight grpo: configuration OK" in out
+    assert f"reward.custom_reward_function.path={REWARD_FILE}" in out
+    assert "reward.custom_reward_function.name=compute_score" in out
+    assert f"ppl_model={dry_run_inputs['PPL_MODEL']}" in out
+    assert "trainer.n_gpus_per_node=2" in out and "actor_rollout_ref.rollout.n=2" in out
+    assert "4 prompts x 2 rollouts = 8 responses per step" in out
+    assert "15 per epoch x 2 epochs = 30" in out  # 60 training rows // 4
+    assert "dry run: configuration valid, nothing trained" in out
+
+
+def test_sft_dry_run_passes_on_cpu_and_prints_lora_and_steps(dry_run_inputs):
+    result = run_launcher({**dry_run_inputs, "STAGE": "sft", "DRY_RUN": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pre-flight sft: configuration OK" in result.stdout
+    assert "rank 32 alpha 16 targets all-linear" in result.stdout
+    assert "15 per epoch x 3 epochs = 45" in result.stdout
+    assert "-m verl.trainer.sft_trainer" in result.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("actor_rollout_ref.actor.ppo_mini_bach_size=2", "verl rejects the overrides"),  # typo in an appended key
+    ("custom_reward_function.path=x.py", "write reward.custom_reward_function.path instead"),  # legacy key
+])
+def test_dry_run_fails_with_one_line_for_a_bad_appended_override(dry_run_inputs, override, message):
+    result = run_launcher({**dry_run_inputs, "DRY_RUN": "1"}, override)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pre-flight error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "dry run: configuration valid" not in result.stdout
