@@ -50,6 +50,7 @@ GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.8} # reference run
 TENSOR_PARALLEL=${TENSOR_PARALLEL:-1}                 # reference run
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-2}                       # reference run
 SAVE_FREQ=${SAVE_FREQ:-10}                            # reference run
+TEST_FREQ=${TEST_FREQ:--1}                            # reference run (no validation); 10 also logs the reward components
 # CoT-SFT (the paper gives no SFT hyperparameters; these are ours)
 SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 2,000 samples -> 62 steps per epoch
 SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-1}  # ours
@@ -138,7 +139,7 @@ grpo_overrides() {  # $1: the model GRPO starts from
         trainer.default_local_dir="$OUTPUT_DIR"
         trainer.default_hdfs_dir=null
         trainer.save_freq="$SAVE_FREQ"
-        trainer.test_freq=-1
+        trainer.test_freq="$TEST_FREQ"
         trainer.val_before_train=false
         trainer.total_epochs="$TOTAL_EPOCHS"
     )

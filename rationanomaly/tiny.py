@@ -121,3 +121,27 @@ def build_tiny_gpt2(path: str | Path, seed: int = 0, n_layer: int = 2, n_embd: i
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build tiny stand-ins for the base model and the perplexity model (demo and dry runs on a CPU)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="python -m rationanomaly.tiny --llama DIR --gpt2 DIR")
+    parser.add_argument("--llama", type=Path, help="folder for a tiny random Llama (base model stand-in)")
+    parser.add_argument("--gpt2", type=Path, help="folder for a tiny random GPT-2 (DistilGPT-2 stand-in)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.llama is None and args.gpt2 is None:
+        parser.error("give --llama DIR and/or --gpt2 DIR")
+    if args.llama is not None:
+        build_tiny_llama(args.llama, seed=args.seed)
+        print(f"tiny Llama -> {args.llama}")  # noqa: T201
+    if args.gpt2 is not None:
+        build_tiny_gpt2(args.gpt2, seed=args.seed)
+        print(f"tiny GPT-2 -> {args.gpt2}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
