@@ -2,7 +2,9 @@ r"""python datasets/session_builder.py --input rationanomaly/sample_data/bgl_str
 
 Cut a loghub structured log into session windows (default 100 consecutive lines; `--mode reference` for the
 reference builder's 101-line windows), split them chronologically and subsample the training part towards an
-anomaly ratio (seeded). Writes train_sessions.json, test_sessions.json and data_desc.json into --output-dir.
+anomaly ratio (seeded). Writes train_sessions.json, test_sessions.json, train_templates.json and test_templates.json
+(the unique templates of each side, reference sample layout, abnormal if any of a template's lines is: predict
+test_templates.json and every test session can be scored) and data_desc.json into --output-dir.
 """
 
 from __future__ import annotations
@@ -78,10 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  {part:>22}: {counts['sessions']:5d} sessions, {counts['abnormal']:5d} abnormal "
             f"(ratio {counts['anomaly_ratio']})"
         )
-    print(
-        f"-> {desc['outputs']['train']}, {desc['outputs']['test']}, {args.output_dir / DESC_FILE} "
-        f"(window {args.window}, mode {args.mode}, seed {args.seed})"
-    )
+    for part in ("all", "train", "test"):
+        counts = desc["templates"][part]
+        print(
+            f"  {part + ' templates':>22}: {counts['templates']:5d} templates, {counts['abnormal']:5d} abnormal "
+            f"({counts['mixed_labels']} with both normal and abnormal lines)"
+        )
+    print(f"  {'test also in train':>22}: {desc['templates']['test_in_train']:5d} templates")
+    print("-> " + ", ".join(desc["outputs"].values()) + f", {args.output_dir / DESC_FILE}")
+    print(f"   (window {args.window}, mode {args.mode}, seed {args.seed})")
     return 0
 
 

@@ -1,7 +1,8 @@
 r"""python datasets/template_split.py --input rationanomaly/sample_data/bgl_templates.csv --name BGL \
     --output-dir runs/split
 
-Split one dataset's labelled templates into train/test sample JSON (reference layout, labels normal/abnormal),
+Split one dataset's labelled templates (a template sheet, or a loghub structured log whose unique EventTemplates are
+abnormal if any of their lines is) into train/test sample JSON (reference layout, labels normal/abnormal),
 with a target training anomaly rate (paper: 2,000 entries at 15%; the metadata says what was achievable).
 With --sessions (a test_sessions.json from session_builder.py) it also writes the session test set without the
 sessions that contain a training template. Writes {name}_train.json, {name}_test.json, [{name}_test_sessions.json]
@@ -28,7 +29,12 @@ from rationanomaly.splits import (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Split labelled templates into train/test sample JSON.")
-    parser.add_argument("--input", type=Path, required=True, help="template sheet (.xlsx/.csv), ideally patched")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="template sheet (.xlsx/.csv, columns log, label) or loghub structured log (.csv), ideally patched",
+    )
     parser.add_argument("--name", help="dataset name used in the output file names (default: input file stem)")
     parser.add_argument("--output_dir", "--output-dir", type=Path, required=True)
     parser.add_argument(
@@ -78,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}")
         return 2
     print(f"{name} ({args.input}): {meta['templates']} templates, order {args.order}, seed {args.seed}")
+    if "mixed_labels" in meta:
+        print(
+            f"  from {meta['lines']} log lines ({meta['abnormal_lines']} abnormal); {meta['mixed_labels']} templates "
+            "have both normal and abnormal lines (labelled abnormal)"
+        )
     for part in ("train", "test", "unused"):
         counts = meta[part]
         print(

@@ -4,7 +4,9 @@ Building (`build_session_dataset`): a loghub structured log is cut into windows 
 (default 100, the paper's; `mode="reference"` reproduces the reference builder, which opened a new window
 only once the LineId distance exceeded N and so made windows of N + 1 lines), split chronologically
 (first `train_ratio` of the windows train), and the training part is subsampled with a seed towards an
-anomaly ratio (reference default 0.15). Output: train/test session files plus `data_desc.json`.
+anomaly ratio (reference default 0.15). Output: train/test session files, the unique templates of each side as
+reference-layout sample files (`template_samples`: a test set that gives session-level evaluation a prediction for
+every line) and `data_desc.json`.
 
 Session JSON file: a list of objects
 `{"session_id": int, "first_line": int, "templates": [str, ...], "line_labels": [0|1, ...], "label": str}`
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from rationanomaly.io import write_json_atomic
 from rationanomaly.labels import ABNORMAL, NORMAL, normalize_label
-from rationanomaly.samples import SampleFormatError, read_records
+from rationanomaly.samples import Sample, SampleFormatError, read_records, write_samples
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ DEFAULT_WINDOW = 100  # paper: fixed windows of 100 consecutive log lines
 DEFAULT_TRAIN_RATIO = 0.8  # ours: the paper gives no session split ratio
 DEFAULT_TRAIN_ANOMALY_RATIO = 0.15  # reference session builder's default
 TRAIN_FILE, TEST_FILE, DESC_FILE = "train_sessions.json", "test_sessions.json", "data_desc.json"
+TRAIN_TEMPLATES_FILE, TEST_TEMPLATES_FILE = "train_templates.json", "test_templates.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,61 @@ class Session:
     def label(self) -> str:
         """ABNORMAL if any line of the window is abnormal, else NORMAL (paper's session rule)."""
         return ABNORMAL if any(self.line_labels) else NORMAL
+
+
+@dataclass(frozen=True)
+class TemplateSamples:
+    """The unique templates of some log lines as NORMAL/ABNORMAL samples, with those whose lines disagree."""
+
+    samples: tuple[Sample, ...]
+    mixed: tuple[str, ...]  # templates with both normal and abnormal lines (labelled ABNORMAL)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The template texts, in first-occurrence order."""
+        return tuple(s.input for s in self.samples)
+
+    @property
+    def abnormal(self) -> int:
+        """Number of templates labelled abnormal."""
+        return sum(s.label == ABNORMAL for s in self.samples)
+
+    def counts(self) -> dict:
+        """Templates, abnormal templates and mixed-label templates, as recorded in the metadata files."""
+        return {"templates": len(self.samples), "abnormal": self.abnormal, "mixed_labels": len(self.mixed)}
+
+
+def template_samples(templates: Sequence[str], line_labels: Sequence[int]) -> TemplateSamples:
+    """Unique templates in first-occurrence order, ABNORMAL when any of their lines is abnormal.
+
+    Why "any": it is the session rule applied to a template's lines, so a classifier that gets every template
+    right finds every abnormal session (each holds an abnormal line, whose template is then abnormal); and the
+    paper labels templates, not lines: a template that ever raised an alert is an anomaly pattern. Templates
+    whose lines disagree are returned in `mixed`: their label overrides their normal lines, so even a perfect
+    template classifier calls a session abnormal that holds such a line and no alert.
+    """
+    if len(templates) != len(line_labels):
+        raise ValueError(f"templates ({len(templates)}) and line_labels ({len(line_labels)}) must be equally long")
+    seen: dict[str, set[int]] = {}
+    for template, label in zip(templates, line_labels, strict=True):
+        seen.setdefault(template, set()).add(int(label))
+    return TemplateSamples(
+        tuple(Sample(t, ABNORMAL if any(labels) else NORMAL) for t, labels in seen.items()),
+        tuple(t for t, labels in seen.items() if len(labels) > 1),
+    )
+
+
+def warn_mixed(source: str | Path, templates: TemplateSamples) -> None:
+    """Log the templates whose lines disagree: their abnormal label is a choice a reader should know about."""
+    if templates.mixed:
+        logger.warning("%s: %d of %d templates have both normal and abnormal lines (labelled abnormal), first %r",
+                       source, len(templates.mixed), len(templates.samples), templates.mixed[0])
+
+
+def session_template_samples(sessions: Iterable[Session]) -> TemplateSamples:
+    """`template_samples` over every line of the sessions, in session order."""
+    sessions = list(sessions)
+    return template_samples([t for s in sessions for t in s.templates], [v for s in sessions for v in s.line_labels])
 
 
 def session_to_dict(session: Session) -> dict:
@@ -168,7 +226,8 @@ def _counts(sessions: Sequence[Session]) -> dict:
 def build_session_dataset(input_path: str | Path, output_dir: str | Path, window: int = DEFAULT_WINDOW,
                           mode: str = FIXED, keep_partial: bool = False, train_ratio: float = DEFAULT_TRAIN_RATIO,
                           train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO, seed: int = 0) -> dict:
-    """Structured log -> train/test session JSON plus `data_desc.json` (parameters, seed, input, counts).
+    """Structured log -> train/test session JSON, their unique templates as sample JSON (test set for session-level
+    evaluation) and `data_desc.json` (parameters, seed, input, counts).
 
     `train_anomaly_ratio=None` keeps every training session. Returns the description it wrote.
     """
@@ -183,6 +242,11 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
     output_dir = Path(output_dir)
     write_sessions(output_dir / TRAIN_FILE, train)
     write_sessions(output_dir / TEST_FILE, test)
+    templates = {"all": session_template_samples(sessions), "train": session_template_samples(train),
+                 "test": session_template_samples(test)}
+    write_samples(output_dir / TRAIN_TEMPLATES_FILE, templates["train"].samples)
+    write_samples(output_dir / TEST_TEMPLATES_FILE, templates["test"].samples)
+    warn_mixed(input_path, templates["all"])
     used_lines = sum(len(s.templates) for s in sessions)
     desc = {
         "input": str(input_path),
@@ -197,7 +261,11 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
         "train_before_sampling": _counts(train_all),
         "train": _counts(train),
         "test": _counts(test),
-        "outputs": {"train": str(output_dir / TRAIN_FILE), "test": str(output_dir / TEST_FILE)},
+        "templates": {**{part: t.counts() for part, t in templates.items()},
+                      "test_in_train": len(set(templates["test"].inputs) & set(templates["train"].inputs))},
+        "outputs": {"train": str(output_dir / TRAIN_FILE), "test": str(output_dir / TEST_FILE),
+                    "train_templates": str(output_dir / TRAIN_TEMPLATES_FILE),
+                    "test_templates": str(output_dir / TEST_TEMPLATES_FILE)},
     }
     write_json_atomic(output_dir / DESC_FILE, desc)
     logger.info("%s: %d sessions (%d abnormal) -> %s", input_path, len(sessions), desc["all"]["abnormal"], output_dir)

@@ -11,6 +11,10 @@ logs used in training from the session-level test sets. Steps here:
    achievable. Pool templates not taken are reported as `unused` (they go to neither side, so the
    test set stays strictly later than training in chronological mode).
 
+The input is a template sheet (one labelled row per template) or a loghub structured log, whose lines become
+templates through `rationanomaly.sessions.template_samples` (abnormal if any line is), as the session
+builder's test templates do.
+
 `exclude_training_templates` drops test sessions that contain a training template (exact match by
 default, as the templates are the same strings when both come from the same parser).
 """
@@ -25,10 +29,10 @@ from pathlib import Path
 
 from rationanomaly.io import write_json_atomic
 from rationanomaly.labels import ABNORMAL, NORMAL
-from rationanomaly.loaders import load_template_sheet
+from rationanomaly.loaders import SHEET, STRUCTURED, detect_format, load_structured_log, load_template_sheet
 from rationanomaly.patch import EXACT, MATCH_MODES, NORMALIZED, normalize_template
 from rationanomaly.samples import Sample, write_samples
-from rationanomaly.sessions import Session, read_sessions, write_sessions
+from rationanomaly.sessions import Session, read_sessions, template_samples, warn_mixed, write_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +154,33 @@ def achievability_note(split: TemplateSplit, train_size: int, anomaly_rate: floa
             f"at {achieved if achieved is None else f'{achieved:.2%}'} abnormal")
 
 
+def read_templates(path: str | Path) -> tuple[list[Template], dict]:
+    """Labelled templates (file order) and what the input held, from a template sheet or a loghub structured log.
+
+    The format comes from the header row, so a structured log (lines, not templates) needs no extra flag.
+    """
+    if detect_format(path) == SHEET:
+        sheet = load_template_sheet(path)
+        labels = [ABNORMAL if v else NORMAL for v in sheet.frame["label"]]
+        return ([Template(t, label) for t, label in zip(sheet.frame["log"], labels, strict=True)],
+                {"format": SHEET, "duplicates": len(sheet.duplicates)})
+    log = load_structured_log(path)
+    derived = template_samples(list(log.frame["EventTemplate"]), log.line_labels)
+    warn_mixed(path, derived)
+    return ([Template(s.input, s.label) for s in derived.samples],
+            {"format": STRUCTURED, "lines": len(log.frame), "abnormal_lines": sum(log.line_labels),
+             "duplicate_line_ids": len(log.duplicates), "mixed_labels": len(derived.mixed)})
+
+
 def build_template_split(input_path: str | Path, output_dir: str | Path, name: str,
                          train_ratio: float = DEFAULT_TRAIN_RATIO, train_size: int = DEFAULT_TRAIN_SIZE,
                          anomaly_rate: float = DEFAULT_ANOMALY_RATE, order: str = CHRONOLOGICAL, seed: int = 0,
                          sessions_path: str | Path | None = None, match: str = EXACT) -> dict:
-    """Template sheet -> `{name}_train.json`, `{name}_test.json` (reference layout, normal/abnormal labels),
+    """Template sheet or structured log -> `{name}_train.json`, `{name}_test.json` (reference layout, normal/abnormal),
     optionally `{name}_test_sessions.json` without sessions that contain a training template, and
     `{name}_split.json` (parameters, seed, inputs, counts, achievability). Returns that metadata.
     """
-    sheet = load_template_sheet(input_path)
-    templates = [Template(t, ABNORMAL if v else NORMAL) for t, v in zip(sheet.frame["log"], sheet.frame["label"],
-                                                                       strict=True)]
+    templates, source = read_templates(input_path)
     split = split_templates(templates, train_ratio, train_size, anomaly_rate, order, seed)
     output_dir = Path(output_dir)
     outputs = {"train": output_dir / f"{name}_train.json", "test": output_dir / f"{name}_test.json"}
@@ -170,7 +190,7 @@ def build_template_split(input_path: str | Path, output_dir: str | Path, name: s
         "dataset": name,
         "input": str(input_path),
         "templates": len(templates),
-        "duplicates": len(sheet.duplicates),
+        **source,
         "parameters": {"order": order, "train_ratio": train_ratio, "train_size": train_size,
                        "anomaly_rate": anomaly_rate, "match": match},
         "seed": seed,

@@ -19,6 +19,7 @@ from rationanomaly.loaders import (
     load_structured_log,
     load_template_sheet,
 )
+from rationanomaly.paths import SAMPLE_DATA_DIR
 
 STRUCTURED_HEADER = "LineId,Label,Content,EventId,EventTemplate\n"
 
@@ -123,6 +124,15 @@ def test_structured_log_duplicate_line_ids_are_reported(tmp_path):
 ])
 def test_detect_format_reads_the_header(tmp_path, header, expected):
     assert detect_format(write(tmp_path / "f.csv", header)) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("bgl_templates.csv", SHEET),
+    ("spirit_templates.csv", SHEET),
+    ("bgl_structured.csv", STRUCTURED),  # template_split.py reads it as lines, not templates
+])
+def test_detect_format_on_the_embedded_sample(name, expected):
+    assert detect_format(SAMPLE_DATA_DIR / name) == expected
 
 
 def test_detect_format_rejects_unknown_layout(tmp_path):

@@ -1,27 +1,36 @@
-"""Session windows: window rules, chronological split, seeded anomaly-ratio sampling, files, CLI, real BGL 2k."""
+"""Session windows: window rules, chronological split, seeded anomaly-ratio sampling, template test sets, files,
+CLI, real BGL 2k."""
 
 from __future__ import annotations
 
 import json
+import logging
 import runpy
 
 import pytest
 
+from rationanomaly.evaluate import evaluate, evaluate_files
 from rationanomaly.labels import ABNORMAL, NORMAL
+from rationanomaly.loaders import load_structured_log
 from rationanomaly.paths import REPO_ROOT, SAMPLE_DATA_DIR
+from rationanomaly.samples import Sample, read_samples
 from rationanomaly.sessions import (
     DESC_FILE,
     FIXED,
     REFERENCE,
     TEST_FILE,
+    TEST_TEMPLATES_FILE,
     TRAIN_FILE,
+    TRAIN_TEMPLATES_FILE,
     Session,
     anomaly_count,
     build_session_dataset,
     build_sessions,
     read_sessions,
     sample_anomaly_ratio,
+    session_template_samples,
     split_chronological,
+    template_samples,
     window_bounds,
     write_sessions,
 )
@@ -94,6 +103,30 @@ def test_sample_anomaly_ratio_rejects_ratios_outside_the_open_unit_interval(rati
         sample_anomaly_ratio([session(0, True)], ratio, 0)
 
 
+@pytest.mark.parametrize(("templates", "labels", "expected", "mixed"), [
+    (["a", "b", "a", "c"], [0, 0, 1, 0], [("a", ABNORMAL), ("b", NORMAL), ("c", NORMAL)], ("a",)),  # one alert line
+    (["b", "a", "b"], [0, 0, 0], [("b", NORMAL), ("a", NORMAL)], ()),  # first-occurrence order, not sorted
+    (["x", "x"], [1, 1], [("x", ABNORMAL)], ()),  # every line abnormal: not mixed
+    ([], [], [], ()),
+])
+def test_template_samples_is_abnormal_if_any_line_is_and_reports_mixed(templates, labels, expected, mixed):
+    derived = template_samples(templates, labels)
+    assert [(s.input, s.label) for s in derived.samples] == expected and derived.mixed == mixed
+    assert derived.counts() == {"templates": len(expected), "abnormal": sum(v == ABNORMAL for _, v in expected),
+                                "mixed_labels": len(mixed)}
+
+
+def test_template_samples_rejects_unequal_columns():
+    with pytest.raises(ValueError, match=r"templates \(2\) and line_labels \(1\)"):
+        template_samples(["a", "b"], [0])
+
+
+def test_session_template_samples_reads_every_line_in_session_order():
+    sessions = [Session(0, 1, ("b", "a"), (0, 0)), Session(1, 3, ("c", "a"), (0, 1))]
+    derived = session_template_samples(sessions)
+    assert derived.inputs == ("b", "a", "c") and derived.abnormal == 1 and derived.mixed == ("a",)
+
+
 def test_session_file_round_trips(tmp_path):
     sessions = [session(0, False), session(1, True)]
     write_sessions(tmp_path / "s.json", sessions)
@@ -111,6 +144,40 @@ def test_build_session_dataset_on_sample_writes_files_and_description(tmp_path):
     assert desc["seed"] == 0 and desc["parameters"]["train_anomaly_ratio"] == 0.15
 
 
+def test_build_session_dataset_writes_the_unique_templates_of_each_side(tmp_path):
+    desc = build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path, seed=0)
+    train, test = read_samples(tmp_path / TRAIN_TEMPLATES_FILE), read_samples(tmp_path / TEST_TEMPLATES_FILE)
+    assert desc["templates"] == {"all": {"templates": 49, "abnormal": 10, "mixed_labels": 0},
+                                 "train": {"templates": 46, "abnormal": 7, "mixed_labels": 0},
+                                 "test": {"templates": 48, "abnormal": 9, "mixed_labels": 0}, "test_in_train": 45}
+    assert [s.input for s in test] == list(session_template_samples(read_sessions(tmp_path / TEST_FILE)).inputs)
+    assert (len(train), sum(s.label == ABNORMAL for s in train)) == (46, 7)
+    assert desc["outputs"]["test_templates"] == str(tmp_path / TEST_TEMPLATES_FILE)
+
+
+def test_test_templates_give_every_session_a_prediction(tmp_path):
+    build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path, seed=0)
+    testset = read_samples(tmp_path / TEST_TEMPLATES_FILE)
+    oracle = [{"instruction": s.instruction, "input": s.input, "output": s.label} for s in testset]
+    result = evaluate(oracle, testset, read_sessions(tmp_path / TEST_FILE))
+    # no mixed-label template, so labels that are right per template are right per session too
+    assert (result.sessions_total, result.sessions_dropped) == (3, 0)
+    assert (result.session.tp, result.session.fp, result.session.fn, result.session.tn) == (2, 0, 0, 1)
+
+
+def test_build_session_dataset_reports_mixed_label_templates(tmp_path, caplog):
+    rows = [f"{i},{'KERNDTLB' if i == 3 else '-'},c,E1,{'a <*>' if i % 2 else 'b <*>'}" for i in range(1, 5)]
+    path = tmp_path / "s.csv"
+    path.write_text("LineId,Label,Content,EventId,EventTemplate\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="rationanomaly.sessions"):
+        desc = build_session_dataset(path, tmp_path / "out", window=2, train_ratio=0.5, train_anomaly_ratio=None)
+    # lines 1, 3 are 'a <*>' (3 raised an alert), lines 2, 4 'b <*>'; windows [1, 2] train, [3, 4] test
+    assert desc["templates"]["all"] == {"templates": 2, "abnormal": 1, "mixed_labels": 1}
+    assert desc["templates"]["train"] == {"templates": 2, "abnormal": 0, "mixed_labels": 0}
+    assert read_samples(tmp_path / "out" / TEST_TEMPLATES_FILE) == [Sample("a <*>", ABNORMAL), Sample("b <*>", NORMAL)]
+    assert "1 of 2 templates have both normal and abnormal lines" in caplog.text
+
+
 def test_build_session_dataset_is_byte_identical_for_the_same_seed(tmp_path):
     for folder in ("a", "b"):
         build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path / folder, seed=3)
@@ -125,6 +192,20 @@ def test_session_builder_cli_runs_and_summarises(tmp_path, capsys):
     desc = json.loads((tmp_path / DESC_FILE).read_text())
     assert desc["all"]["sessions"] == 15 and desc["train"] == desc["train_before_sampling"]  # 14 x 101 + 86
     assert "1500 lines (116 abnormal)" in capsys.readouterr().out
+
+
+def test_session_builder_cli_then_predict_and_evaluate_scores_every_session(tmp_path, capsys):
+    def script(path: str):
+        return runpy.run_path(str(REPO_ROOT / path), run_name="cli")["main"]
+
+    sample = str(SAMPLE_DATA_DIR / "bgl_structured.csv")
+    assert script("datasets/session_builder.py")(["--input", sample, "--output_dir", str(tmp_path)]) == 0
+    assert "test templates:    48 templates,     9 abnormal (0 with both" in capsys.readouterr().out
+    testset, rules = str(tmp_path / TEST_TEMPLATES_FILE), str(tmp_path / "rules.json")
+    assert script("validation/model_predict.py")(["--backend", "rules", "--testset", testset, "--output", rules]) == 0
+    result = evaluate_files(rules, testset, tmp_path / TEST_FILE)
+    assert (result.sessions_total, result.sessions_dropped, result.session.tp, result.session.fp) == (3, 0, 2, 0)
+    assert (result.template.tp, result.template.fp, result.template.fn) == (7, 4, 2)  # keyword rules
 
 
 def test_session_builder_cli_reports_a_missing_input(tmp_path, capsys):
@@ -155,3 +236,28 @@ def test_public_bgl_2k_rectified_has_more_abnormal_windows(public_data, tmp_path
                 public_data / "rationanomaly" / "anomaly_patch.json", tmp_path / "report.json", NORMALIZED)
     desc = build_session_dataset(tmp_path / "bgl2k.csv", tmp_path / "sessions")
     assert (desc["abnormal_lines"], desc["all"]["sessions"], desc["all"]["abnormal"]) == (306, 20, 17)
+
+
+@pytest.mark.realdata
+def test_public_bgl_2k_templates_of_the_default_split(public_data, tmp_path):
+    desc = build_session_dataset(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path)
+    # 120 templates, 15 of them on an alert line; no template has both normal and alert lines
+    assert desc["templates"] == {"all": {"templates": 120, "abnormal": 15, "mixed_labels": 0},
+                                 "train": {"templates": 43, "abnormal": 2, "mixed_labels": 0},
+                                 "test": {"templates": 43, "abnormal": 7, "mixed_labels": 0}, "test_in_train": 13}
+
+
+@pytest.mark.realdata
+def test_public_bgl_2k_all_test_cli_covers_every_template_and_session(public_data, tmp_path):
+    main = runpy.run_path(str(REPO_ROOT / "datasets" / "session_builder.py"), run_name="cli")["main"]
+    source = public_data / "loghub" / "BGL_2k.log_structured.csv"
+    assert main(["--input", str(source), "--output_dir", str(tmp_path), "--train_ratio", "0"]) == 0
+    sessions, testset = read_sessions(tmp_path / TEST_FILE), read_samples(tmp_path / TEST_TEMPLATES_FILE)
+    assert (len(sessions), anomaly_count(sessions)) == (20, 12)
+    assert [len(s.templates) for s in sessions] == [100] * 20
+    assert read_samples(tmp_path / TRAIN_TEMPLATES_FILE) == []
+    assert [s.input for s in testset] == list(dict.fromkeys(load_structured_log(source).frame["EventTemplate"]))
+    assert (len(testset), sum(s.label == ABNORMAL for s in testset)) == (120, 15)
+    oracle = [{"instruction": s.instruction, "input": s.input, "output": s.label} for s in testset]
+    result = evaluate(oracle, testset, sessions)
+    assert (result.sessions_total, result.sessions_dropped, result.session.tp, result.session.fp) == (20, 0, 12, 0)

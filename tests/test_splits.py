@@ -1,4 +1,5 @@
-"""Template-level split: training counts at a target rate, order, exclusion from session tests, files, CLI."""
+"""Template-level split: training counts at a target rate, order, exclusion from session tests, sheet or
+structured-log input, files, CLI."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rationanomaly.splits import (
     Template,
     build_template_split,
     exclude_training_templates,
+    read_templates,
     split_templates,
     training_counts,
 )
@@ -103,6 +105,45 @@ def test_template_split_cli_runs_and_summarises(tmp_path, capsys):
     meta = json.loads((tmp_path / "spirit_templates_split.json").read_text())
     assert meta["seed"] == 3 and meta["parameters"]["order"] == RANDOM
     assert "spirit_templates" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "count", "source"), [
+    ("bgl_templates.csv", 50, {"format": "sheet", "duplicates": 0}),
+    ("bgl_structured.csv", 49, {"format": "structured", "lines": 1500, "abnormal_lines": 116,
+                                "duplicate_line_ids": 0, "mixed_labels": 0}),  # 1500 lines, 49 distinct EventTemplates
+])
+def test_read_templates_detects_the_input_format(name, count, source):
+    templates, found = read_templates(SAMPLE_DATA_DIR / name)
+    assert (len(templates), found) == (count, source)
+
+
+def test_read_templates_labels_a_structured_template_abnormal_if_any_line_is(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("LineId,Label,Content,EventId,EventTemplate\n1,-,x,E1,a <*>\n2,-,y,E2,b <*>\n"
+                    "3,KERNDTLB,z,E1,a <*>\n", encoding="utf-8")
+    templates, found = read_templates(path)
+    assert templates == [Template("a <*>", ABNORMAL), Template("b <*>", NORMAL)]
+    assert (found["lines"], found["abnormal_lines"], found["mixed_labels"]) == (3, 1, 1)
+
+
+def test_template_split_cli_accepts_a_structured_log(tmp_path, capsys):
+    main = runpy.run_path(str(REPO_ROOT / "datasets" / "template_split.py"), run_name="cli")["main"]
+    assert main(["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output_dir", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "bgl_structured_split.json").read_text())
+    # pool = first 39 of 49 templates, all 10 anomalies among them: 5 abnormal + 29 normal at 15%, 5 unused
+    assert (meta["templates"], meta["format"], meta["mixed_labels"]) == (49, "structured", 0)
+    assert (meta["train"]["entries"], meta["train"]["abnormal"], meta["test"]["entries"]) == (34, 5, 10)
+    assert len(read_samples(tmp_path / "bgl_structured_test.json")) == 10
+    assert "from 1500 log lines (116 abnormal); 0 templates have both" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+def test_public_bgl_2k_structured_log_splits_as_templates(public_data, tmp_path):
+    meta = build_template_split(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path, "BGL2k")
+    # 120 templates, 15 abnormal; the 96-template pool holds 10: 10 + round(10 * 0.85 / 0.15) = 67 entries
+    assert (meta["templates"], meta["lines"], meta["abnormal_lines"], meta["mixed_labels"]) == (120, 2000, 143, 0)
+    assert (meta["train"]["entries"], meta["train"]["abnormal"]) == (67, 10)
+    assert (meta["test"]["entries"], meta["test"]["abnormal"], meta["unused"]["entries"]) == (24, 5, 29)
 
 
 @pytest.mark.realdata
