@@ -137,25 +137,123 @@ def demo_steps(out: Path) -> list[Step]:
 
 
 def prediction_steps(out: Path, testset: Path, sessions: Path, model: Path) -> list[Step]:
-    """Predict the test set with the tiny model and the keyword baseline, then score both the same way."""
+    """Predict with the tiny model and the keyword baseline, then score both the same way.
+
+    Template level uses the template test split; session level predicts the unique templates of the test
+    windows (`test_templates.json` beside the sessions), so no window is dropped for a missing prediction.
+    """
     predictions, evaluation = out / "predictions", out / "evaluation"
     methods = {
         "tiny": ["--model", str(model), "--mode", "cot", "--backend", "transformers", "--max_new_tokens", "32"],
         "rules": ["--backend", "rules"],
     }
+    levels = {
+        "BGL": (testset, []),
+        "BGL_sessions": (sessions.parent / "test_templates.json", ["--sessions", str(sessions)]),
+    }
     steps = []
     for method, options in methods.items():
-        predicted = predictions / f"BGL_by_{method}.json"
-        steps.append(Step(f"predict_{method}", [
-            PYTHON, "validation/model_predict.py", "--testset", str(testset), *options, "--output", str(predicted),
-        ]))
-        steps.append(Step(f"evaluate_{method}", [
-            PYTHON, "validation/model_evaluate.py", "--predictions", str(predicted), "--testset", str(testset),
-            "--sessions", str(sessions), "--missing", "normal", "--dataset", "BGL", "--method", method,
-            "--output_json", str(evaluation / f"BGL_by_{method}.json"),
-            "--results_table", str(evaluation / f"BGL_by_{method}.md"),
-        ]))
+        for name, (items, extra) in levels.items():
+            predicted = predictions / f"{name}_by_{method}.json"
+            steps.append(Step(f"predict_{name}_{method}", [
+                PYTHON, "validation/model_predict.py", "--testset", str(items), *options, "--output", str(predicted),
+            ]))
+            steps.append(Step(f"evaluate_{name}_{method}", [
+                PYTHON, "validation/model_evaluate.py", "--predictions", str(predicted), "--testset", str(items),
+                *extra, "--dataset", "BGL", "--method", method,
+                "--output_json", str(evaluation / f"{name}_by_{method}.json"),
+                "--results_table", str(evaluation / f"{name}_by_{method}.md"),
+            ]))
     return steps
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from the run directory, or None when that step wrote nothing there."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def data_lines(out: Path) -> list[str]:
+    """One line per data step: what the patch, the windows, the splits, the rationales and the parquet hold."""
+    data = out / "data"
+    lines = []
+    patch = read_json(data / "patch_report.json")
+    if patch:
+        lines.append(f"patch       {patch['matched']}/{patch['patch_entries']} entries matched, "
+                     f"{patch['changed']} labels changed (+{patch['normal_to_abnormal']} abnormal, "
+                     f"-{patch['abnormal_to_normal']}); "
+                     f"anomalies {patch['anomalies_before']} -> {patch['anomalies_after']}")
+    desc = read_json(data / "sessions" / "data_desc.json")
+    if desc:
+        lines.append(f"sessions    {desc['all']['sessions']} windows of {desc['parameters']['window']} lines "
+                     f"({desc['all']['abnormal']} abnormal); train {desc['train']['sessions']}, "
+                     f"test {desc['test']['sessions']} ({desc['test']['abnormal']} abnormal)")
+    for name in ("BGL", "Spirit"):
+        split = read_json(data / "split" / f"{name}_split.json")
+        if split:
+            lines.append(f"split       {name}: train {split['train']['entries']} "
+                         f"({split['train']['abnormal']} abnormal), "
+                         f"test {split['test']['entries']} ({split['test']['abnormal']} abnormal)")
+    cot = read_json(data / "cot" / "cot_report.json")
+    if cot:
+        lines.append(f"rationales  {cot['joined']} joined, {cot['issues']} rejected {cot['by_reason']}, "
+                     f"{cot['missing']} templates without one (-> cot_distill.py)")
+    meta = read_json(data / "parquet" / "parquet_meta.json")
+    if meta:
+        lines.append(f"parquet     GRPO and SFT rows: train {meta['train']}, validation {meta['validation']}")
+    return lines
+
+
+def metrics_table(out: Path) -> list[str]:
+    """Template- and session-level scores of every evaluated method, as a small text table."""
+    rows = ["method      level      precision  recall     F1    tp  fp  fn  tn  unknown"]
+    for path in sorted((out / "evaluation").glob("*.json")):
+        result = read_json(path) or {}
+        method = path.stem.split("_by_", 1)[-1]
+        level = "session" if "session" in result else "template"
+        m = result.get(level)
+        if m:
+            rows.append(f"{method:<11} {level:<10} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
+                        f"{m['tp']:5d} {m['fp']:3d} {m['fn']:3d} {m['tn']:3d} {m['unknown']:8d}")
+    return rows
+
+
+def watch_lines(out: Path) -> list[str]:
+    """The monitoring summary of the sample training log and where its plots are."""
+    summary = read_json(out / "watch" / "summary.json")
+    if not summary:
+        return []
+    return [
+        f"sample run  step {summary['last_step']}/{summary['total_steps']}, reward {summary['reward_mean_last']:.3f} "
+        f"(smoothed {summary['reward_mean_smoothed_last']:.3f}), {summary['seconds_per_step']:.0f} s/step, "
+        f"{summary['eta']} left",
+        "plots       " + ", ".join(sorted(p.name for p in (out / "watch").glob("*.png"))),
+    ]
+
+
+def summary_text(out: Path, results: Sequence[StepResult]) -> str:
+    """The one-screen summary printed at the end of the demo and saved as summary.txt."""
+    total = sum(r.seconds for r in results)
+    sections = [
+        f"RationAnomaly demo: {len(results)} steps in {total:.0f} s, all ok. Run directory: {out}",
+        "",
+        *data_lines(out),
+        "",
+        *(read_text_lines(out / "reward" / "summary.txt")),
+        "training    dry runs of STAGE=all (SFT + GRPO) passed: verl config composed and validated, "
+        "parquet read by verl",
+        "",
+        *metrics_table(out),
+        "(the tiny model is random: its scores show the harness runs, not what the method achieves)",
+        "",
+        *watch_lines(out),
+        f"logs        {out / 'logs'}",
+    ]
+    return "\n".join(sections) + "\n"
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a text file the run wrote, or nothing when it is absent."""
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(result: StepResult) -> None:
         status = "ok" if result.returncode == 0 else f"FAILED ({result.returncode})"
-        print(f"  {result.name:<22} {status:<12} {result.seconds:6.1f} s", flush=True)  # noqa: T201
+        print(f"  {result.name:<28} {status:<12} {result.seconds:6.1f} s", flush=True)  # noqa: T201
 
     print(f"RationAnomaly demo -> {out}", flush=True)  # noqa: T201
     try:
@@ -178,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = {"out": str(out), "steps": [{"name": r.name, "seconds": round(r.seconds, 2)} for r in results]}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    text = summary_text(out, results)
+    write_text_atomic(out / "summary.txt", text)
+    print("\n" + text, end="")  # noqa: T201
     return 0
 
 
