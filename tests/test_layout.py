@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -41,3 +42,32 @@ def test_required_top_level_entry_exists(relative):
 def test_package_imports_without_side_effects():
     module = importlib.import_module("rationanomaly")
     assert module.__version__
+
+
+def _readme_commands() -> list[str]:
+    """Scripts and modules that README.md tells users to run."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    scripts = re.findall(r"(?:python|bash)\s+((?:datasets|validation|benchmarks)/[\w/]+\.py|[\w]+\.sh)", text)
+    modules = re.findall(r"python -m (rationanomaly[\w.]*)", text)
+    return sorted(set(scripts)) + sorted(set(modules))
+
+
+def test_readme_names_its_scripts_and_modules():
+    assert "datasets/anomaly_patch.py" in _readme_commands()
+    assert "model_train.sh" in _readme_commands()
+
+
+@pytest.mark.parametrize("command", _readme_commands() if (REPO_ROOT / "README.md").exists() else [])
+def test_every_script_and_module_in_the_readme_exists(command):
+    if command.startswith("rationanomaly"):
+        assert importlib.util.find_spec(command) is not None, f"README runs python -m {command}, which is missing"
+    else:
+        assert (REPO_ROOT / command).is_file(), f"README runs {command}, which is missing"
+
+
+def test_readme_starts_with_the_two_commands():
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = text.split("```bash", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "demo"], ["make", "test"]]
