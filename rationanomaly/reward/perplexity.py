@@ -1,0 +1,215 @@
+"""The perplexity LM: loaded once per process, shared by threads, fed in padded micro-batches.
+
+verl's reward workers call the reward one sample at a time from a thread pool. Loading DistilGPT-2 on
+every call (the reference) and running one sequence per forward pass waste most of the time; here the
+model is cached per (path, device, dtype), concurrent calls are merged into one forward pass, and the
+output layer is evaluated in row chunks so full [batch, length, 50,257] logits never exist at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rationanomaly.reward.components import PPL_MAX_TOKENS
+from rationanomaly.reward.config import DEFAULT_BATCH_SIZE, RewardConfigError, check_model_folder
+
+logger = logging.getLogger(__name__)
+
+HEAD_CHUNK_ROWS = 512  # ours: output-layer rows per chunk (512 x 50,257 fp32 logits = 103 MB); 256 was slower
+MAX_LOG_PERPLEXITY = 700.0  # ours: math.exp overflows float64 just above 709
+
+_MODELS: dict[tuple[str, str, str], PerplexityModel] = {}
+_BATCHERS: dict[tuple[str, str, str, int], MicroBatcher] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means cuda when a GPU is visible, else cpu (as the reference's own helper did)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RewardConfigError(f"reward option device={device!r} but no CUDA device is visible; use device=cpu")
+    return device
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto` means float32: bf16's deviation was measured on random weights only (README), so it is opt-in."""
+    return "float32" if dtype == "auto" else dtype
+
+
+class PerplexityModel:
+    """A causal LM and its tokenizer computing the reference's perplexity for many texts at once."""
+
+    def __init__(self, model, tokenizer, device: str, dtype: str):
+        import torch
+
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        head = model.get_output_embeddings()
+        weight = head.weight.detach().float()
+        bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
+        if dtype == "bfloat16":
+            # Softmax is shift-invariant, so centring the output layer over the vocabulary leaves every
+            # loss unchanged while shrinking logit magnitudes (GPT-2's sit near -100), which is what
+            # bf16's 8-bit mantissa rounds; the target logit is then taken in fp32.
+            weight = weight - weight.mean(dim=0, keepdim=True)
+            bias = None if bias is None else bias - bias.mean()
+            model = model.to(torch.bfloat16)
+        self._body = model.base_model.to(device).eval()
+        self._head_weight = weight.to(device)
+        self._head_bias = None if bias is None else bias.to(device)
+        self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids as the reference builds them: no padding, truncated at PPL_MAX_TOKENS."""
+        clean = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates would raise
+        return self.tokenizer(clean, truncation=True, max_length=PPL_MAX_TOKENS)["input_ids"]
+
+    def perplexities(self, texts: Sequence[str], batch_size: int) -> list[float]:
+        """exp(mean next-token loss) per text; sorted by length into batches so padding stays small."""
+        ids = [self.token_ids(text) for text in texts]
+        order = sorted(range(len(ids)), key=lambda index: len(ids[index]))
+        result = [math.nan] * len(ids)
+        with self._lock:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                for index, value in zip(chunk, self._batch_perplexities([ids[i] for i in chunk]), strict=True):
+                    result[index] = value
+        return result
+
+    def _batch_perplexities(self, batch: list[list[int]]) -> list[float]:
+        """One right-padded forward pass; the attention mask keeps padding out of every valid position."""
+        import torch
+
+        width = max(len(tokens) for tokens in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, tokens in enumerate(batch):
+            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, : len(tokens)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            hidden = self._body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            scored = mask[:, 1:].bool()
+            rows = torch.arange(len(batch), device=self.device).unsqueeze(1).expand(-1, width - 1)[scored]
+            losses = self._token_losses(hidden[:, :-1][scored], input_ids[:, 1:][scored])
+            totals = torch.zeros(len(batch), dtype=torch.float64, device=self.device)
+            totals.index_add_(0, rows, losses.double())
+            counts = torch.bincount(rows, minlength=len(batch)).clamp(min=1)
+            mean_losses = (totals / counts).tolist()
+        return [
+            math.exp(min(loss, MAX_LOG_PERPLEXITY)) if len(tokens) > 1 else math.nan
+            for loss, tokens in zip(mean_losses, batch, strict=True)
+        ]
+
+    def _token_losses(self, hidden, labels):
+        """Cross-entropy of each scored position, computed HEAD_CHUNK_ROWS rows of logits at a time."""
+        import torch
+
+        losses = torch.empty(len(labels), dtype=torch.float32, device=self.device)
+        for start in range(0, len(labels), HEAD_CHUNK_ROWS):
+            rows = hidden[start : start + HEAD_CHUNK_ROWS]
+            targets = labels[start : start + HEAD_CHUNK_ROWS]
+            exact = rows.float()
+            target_logits = (exact * self._head_weight[targets]).sum(dim=-1)
+            if self._head_bias is not None:
+                target_logits = target_logits + self._head_bias[targets]
+            if self._head_weight_low is None:
+                logits = torch.nn.functional.linear(exact, self._head_weight)
+            else:
+                logits = torch.nn.functional.linear(rows, self._head_weight_low).float()
+            if self._head_bias is not None:
+                logits = logits + self._head_bias
+            losses[start : start + len(targets)] = torch.logsumexp(logits, dim=-1) - target_logits
+        return losses
+
+
+def load_perplexity_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> PerplexityModel:
+    """The process-wide model for (path, device, dtype), loaded on first use (thread-safe)."""
+    folder = Path(path)
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    key = (str(folder.resolve()), device, dtype)
+    with _CACHE_LOCK:
+        if key not in _MODELS:
+            check_model_folder(folder)
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            logger.info("loading perplexity model %s on %s (%s)", folder, device, dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
+            _MODELS[key] = PerplexityModel(model, tokenizer, device, dtype)
+        return _MODELS[key]
+
+
+@dataclass
+class _Request:
+    text: str
+    done: bool = False
+    value: float = math.nan
+    error: BaseException | None = None
+
+
+@dataclass
+class MicroBatcher:
+    """Merges concurrent single-text calls into shared forward passes, without timers.
+
+    Each caller queues its text, then takes the run lock; whoever holds it scores everything queued
+    (up to batch_size) while later callers queue up behind it. Callers whose text was scored by another
+    thread just collect the result. Results never depend on how texts were grouped (padding-aware).
+    """
+
+    score_batch: Callable[[list[str]], list[float]]
+    batch_size: int
+    _pending: list[_Request] = field(default_factory=list)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock)
+    _run_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, text: str) -> float:
+        request = _Request(text)
+        with self._pending_lock:
+            self._pending.append(request)
+        while True:
+            with self._run_lock:
+                if not request.done:
+                    self._run_once()
+                if request.done:
+                    break
+        if request.error is not None:
+            raise request.error
+        return request.value
+
+    def _run_once(self) -> None:
+        """Score up to batch_size queued texts (called with the run lock held)."""
+        with self._pending_lock:
+            batch = self._pending[: self.batch_size]
+            del self._pending[: self.batch_size]
+        try:
+            values = self.score_batch([request.text for request in batch])
+        except BaseException as error:  # handed to every waiting caller, each re-raises it
+            for request in batch:
+                request.error, request.done = error, True
+            return
+        for request, value in zip(batch, values, strict=True):
+            request.value, request.done = value, True
+
+
+def perplexity_scorer(
+    path: str | Path, device: str = "auto", dtype: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+) -> MicroBatcher:
+    """A cached, thread-safe `text -> perplexity` callable that micro-batches concurrent calls."""
+    model = load_perplexity_model(path, device, dtype)
+    key = (str(Path(path).resolve()), model.device, model.dtype, batch_size)
+    with _CACHE_LOCK:
+        if key not in _BATCHERS:
+            _BATCHERS[key] = MicroBatcher(lambda texts: model.perplexities(texts, batch_size), batch_size)
+        return _BATCHERS[key]

@@ -1,0 +1,149 @@
+"""The perplexity LM: same numbers as the reference way, batching changes nothing, loading fails early."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from rationanomaly.reward import FETCH_COMMAND, RewardConfigError, compute_reward, score_responses
+from rationanomaly.reward.components import PPL_PREFIX
+from rationanomaly.reward.perplexity import MicroBatcher, _Request, load_perplexity_model, perplexity_scorer
+
+TEXTS = [
+    PPL_PREFIX + "The log reports a routine event.",
+    PPL_PREFIX,
+    PPL_PREFIX + "generating core.<*> kernel panic machine check interrupt " * 12,
+    PPL_PREFIX + "ciod: failed to read message prefix on control stream",
+    PPL_PREFIX + "x" * 5000,  # past 1,024 tokens: truncated like the reference
+]
+FP32_TOLERANCE = 1e-4  # relative; float32 reduction order differs between padded and single passes
+
+
+def reference_way(folder, texts):
+    """What the reference does on every call: load from disk, one text, fp32, HF's own loss."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    values = []
+    for text in texts:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+        inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=1024)
+        with torch.no_grad():
+            values.append(torch.exp(model(**inputs, labels=inputs["input_ids"]).loss).item())
+    return values
+
+
+def test_perplexity_equals_the_reference_way_in_float32(tiny_gpt2_dir):
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
+    assert model.perplexities(TEXTS, batch_size=4) == pytest.approx(
+        reference_way(tiny_gpt2_dir, TEXTS), rel=FP32_TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
+def test_batched_perplexity_equals_one_at_a_time(tiny_gpt2_dir, batch_size):
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
+    single = [model.perplexities([text], batch_size=1)[0] for text in TEXTS]
+    assert model.perplexities(TEXTS, batch_size=batch_size) == pytest.approx(single, rel=FP32_TOLERANCE)
+
+
+def test_bfloat16_stays_within_one_percent_of_float32(tiny_gpt2_dir):
+    fp32 = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32").perplexities(TEXTS, 8)
+    bf16 = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="bfloat16").perplexities(TEXTS, 8)
+    assert bf16 == pytest.approx(fp32, rel=1e-2)
+    assert bf16 != fp32  # it really ran in bf16
+
+
+def test_model_is_loaded_once_per_path_device_dtype(tiny_gpt2_dir):
+    first = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="auto")
+    assert load_perplexity_model(str(tiny_gpt2_dir), device="cpu", dtype="float32") is first
+    assert load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="bfloat16") is not first
+
+
+def test_missing_model_fails_with_the_path_and_the_fetch_command(tmp_path):
+    with pytest.raises(RewardConfigError) as caught:
+        load_perplexity_model(tmp_path / "distilgpt2", device="cpu")
+    assert str(tmp_path / "distilgpt2") in str(caught.value) and FETCH_COMMAND in str(caught.value)
+
+
+def test_cuda_requested_without_a_gpu_is_a_config_error(tiny_gpt2_dir):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(RewardConfigError, match="no CUDA device"):
+        load_perplexity_model(tiny_gpt2_dir, device="cuda")
+
+
+def test_micro_batcher_merges_callers_queued_behind_a_running_batch():
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def score_batch(texts):
+        calls.append(list(texts))
+        if len(calls) == 1:
+            started.set()
+            release.wait()
+        return [float(len(text)) for text in texts]
+
+    batcher = MicroBatcher(score_batch, batch_size=8)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher, "a")
+        started.wait()
+        rest = [pool.submit(batcher, text) for text in ("bb", "ccc", "dddd")]
+        while len(batcher._pending) < 3:  # wait for a state, not for a time
+            threading.Event().wait(0.001)
+        release.set()
+        assert [first.result(), *(future.result() for future in rest)] == [1.0, 2.0, 3.0, 4.0]
+    assert calls[0] == ["a"] and sorted(calls[1]) == ["bb", "ccc", "dddd"] and len(calls) == 2
+
+
+def test_micro_batcher_respects_batch_size_and_passes_errors_to_every_caller():
+    def failing(texts):
+        raise RuntimeError(f"boom on {len(texts)}")
+
+    with pytest.raises(RuntimeError, match="boom on 1"):
+        MicroBatcher(failing, batch_size=2)("x")
+    calls = []
+    batcher = MicroBatcher(lambda texts: calls.append(list(texts)) or [0.0] * len(texts), batch_size=2)
+    queued = [_Request("q1"), _Request("q2"), _Request("q3")]  # left by callers that are still waiting
+    batcher._pending.extend(queued)
+    assert batcher("x") == 0.0
+    assert calls == [["q1", "q2"], ["q3", "x"]]  # oldest first, never more than batch_size per pass
+    assert all(request.done for request in queued)
+
+
+def test_concurrent_compute_reward_equals_sequential(tiny_gpt2_dir):
+    truth = "<think>The log reports a routine event.</think><answer>normal</answer>"
+    responses = [f"<think>The log reports event number {i}.</think><answer>normal</answer>" for i in range(24)]
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 6, "device": "cpu"}
+    sequential = [compute_reward(response, truth, **kwargs) for response in responses]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda response: compute_reward(response, truth, **kwargs), responses))
+    for got, want in zip(concurrent, sequential, strict=True):
+        assert got == pytest.approx(want, rel=FP32_TOLERANCE)
+    assert perplexity_scorer(tiny_gpt2_dir, "cpu", "float32", 6)._pending == []
+
+
+@pytest.mark.realdata
+def test_perplexity_on_real_rationales_equals_the_reference_way(public_data, tiny_gpt2_dir):
+    rows = json.loads((public_data / "rlog/AnomalyDetection_with_reason.json").read_text())
+    texts = [PPL_PREFIX + row["reasoning"] for row in rows[::40]]
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
+    got = model.perplexities(texts, batch_size=4)
+    assert got == pytest.approx(reference_way(tiny_gpt2_dir, texts), rel=FP32_TOLERANCE)
+    assert all(math.isfinite(value) and value > 1 for value in got)
+
+
+@pytest.mark.realdata
+def test_score_responses_on_real_rationales_equals_per_sample_scores(public_data, tiny_gpt2_dir):
+    rows = json.loads((public_data / "rlog/AnomalyDetection_with_reason.json").read_text())
+    truths = [row["reasoning"] for row in rows if "<think>" in row["reasoning"]][::25]
+    responses = truths[1:] + truths[:1]  # another template's rationale, same label or not
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 4}
+    batch = score_responses(responses, truths, **kwargs)
+    for got, response, truth in zip(batch, responses, truths, strict=True):
+        assert got == pytest.approx(compute_reward(response, truth, **kwargs), rel=FP32_TOLERANCE, abs=1e-9)
