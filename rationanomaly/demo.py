@@ -131,6 +131,10 @@ def demo_steps(out: Path) -> list[Step]:
             "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "VAL_FILES": str(parquet / "bgl_validation.parquet"),
             "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"), "SFT_VAL_FILES": str(parquet / "sft_val.parquet"),
         }),
+        Step("reward_through_verl", [
+            PYTHON, "-m", "rationanomaly.reward.verl_run", "--parquet", str(parquet / "bgl_validation.parquet"),
+            "--model", str(base_model), "--ppl_model", str(ppl_model), "--out", str(out / "reward"),
+        ]),
         *prediction_steps(out, split / "BGL_test.json", sessions / "test_sessions.json", base_model),
         Step("watch", [PYTHON, "-m", "rationanomaly.watch", str(sample / "watch"), "--out", str(out / "watch")]),
     ]
@@ -238,9 +242,10 @@ def summary_text(out: Path, results: Sequence[StepResult]) -> str:
         "",
         *data_lines(out),
         "",
-        *(read_text_lines(out / "reward" / "summary.txt")),
         "training    dry runs of STAGE=all (SFT + GRPO) passed: verl config composed and validated, "
         "parquet read by verl",
+        *(read_text_lines(out / "reward" / "summary.txt")),
+        "            (perplexity from a random tiny GPT-2 stand-in, hence strongly negative)",
         "",
         *metrics_table(out),
         "(the tiny model is random: its scores show the harness runs, not what the method achieves)",

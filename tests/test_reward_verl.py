@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
-from pathlib import Path
 
 import pytest
 
 from rationanomaly.labels import DATA_SOURCE
-from rationanomaly.paths import REPO_ROOT
 from rationanomaly.reward import REWARD_KEYS, compute_reward
+from rationanomaly.reward.verl_run import (
+    compose_reward_config,
+    main,
+    mean_by_kind,
+    rollouts_as_data_proto,
+    sample_rollouts,
+)
 
 verl = pytest.importorskip("verl")
 
-ADAPTER = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
 TRUTH = "<think>The log reports a routine event.</think><answer>normal</answer>"
 RESPONSES = [
     TRUTH,  # exact copy
@@ -26,57 +31,13 @@ RESPONSES = [
 
 def compose(model_dir, ppl_dir, extra=()):
     """verl's ppo_trainer config with our reward keys, composed the way main_ppo does it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    config_dir = str(Path(verl.__file__).parent / "trainer/config")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return hydra_compose(
-            config_name="ppo_trainer",
-            overrides=[
-                f"actor_rollout_ref.model.path={model_dir}",
-                f"reward.custom_reward_function.path={ADAPTER}",
-                "reward.custom_reward_function.name=compute_score",
-                f"+reward.custom_reward_function.reward_kwargs.ppl_model={ppl_dir}",
-                "+reward.custom_reward_function.reward_kwargs.batch_size=4",
-                "+reward.custom_reward_function.reward_kwargs.device=cpu",
-                *extra,
-            ],
-        )
+    kwargs = {"ppl_model": ppl_dir, "batch_size": 4, "device": "cpu"}
+    return compose_reward_config(model_dir, kwargs, extra)
 
 
 def as_data_proto(tokenizer, responses, truth=TRUTH):
     """A DataProto shaped like the agent loop's output: right-padded responses plus the parquet columns."""
-    import numpy as np
-    import torch
-
-    from verl import DataProto
-
-    prompt = tokenizer("Classify the given log entries.", return_tensors="pt")["input_ids"][0]
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in responses]
-    width = max(1, *(len(ids) for ids in encoded))
-    rows = []
-    for ids in encoded:
-        response = torch.full((width,), tokenizer.pad_token_id, dtype=torch.long)
-        response[: len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask = torch.cat([torch.ones(len(prompt), dtype=torch.long), torch.zeros(width, dtype=torch.long)])
-        mask[len(prompt) : len(prompt) + len(ids)] = 1
-        rows.append((response, torch.cat([prompt, response]), mask))
-    batch = {
-        "prompts": prompt.repeat(len(responses), 1),
-        "responses": torch.stack([row[0] for row in rows]),
-        "input_ids": torch.stack([row[1] for row in rows]),
-        "attention_mask": torch.stack([row[2] for row in rows]),
-    }
-    batch["position_ids"] = torch.arange(batch["input_ids"].shape[1]).repeat(len(responses), 1)
-    non_tensors = {
-        "data_source": np.array([DATA_SOURCE] * len(responses), dtype=object),
-        "reward_model": np.array([{"style": "rule", "ground_truth": truth}] * len(responses), dtype=object),
-        "extra_info": np.array([{"index": i} for i in range(len(responses))], dtype=object),
-    }
-    return DataProto.from_dict(tensors=batch, non_tensors=non_tensors)
+    return rollouts_as_data_proto(tokenizer, responses, [truth] * len(responses))
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +128,37 @@ def test_verl_ray_reward_loop_manager_puts_our_score_on_the_last_response_token(
         assert out.batch["rm_scores"][row].sum().item() == pytest.approx(parts["score"], rel=1e-5)
     for key in REWARD_KEYS:
         assert list(out.non_tensor_batch[key]) == pytest.approx([parts[key] for parts in want], rel=1e-5, abs=1e-9)
+
+
+def test_sample_rollouts_cover_copy_flip_short_think_and_missing_tags():
+    rollouts = sample_rollouts(TRUTH)
+    assert rollouts["reference_copy"] == TRUTH
+    assert rollouts["flipped_label"] == "<think>The log reports a routine event.</think><answer>abnormal</answer>"
+    assert rollouts["half_think"] == "<think>The log reports </think><answer>normal</answer>"
+    assert "<think>" not in rollouts["no_tags"]
+
+
+def test_mean_by_kind_averages_each_key_within_a_kind():
+    means = mean_by_kind(["a", "b", "a"], [{"score": 1.0}, {"score": 5.0}, {"score": 3.0}])
+    assert means == {"a": {"score": 2.0}, "b": {"score": 5.0}}
+
+
+def test_verl_run_cli_scores_parquet_rollouts_like_the_direct_call(tmp_path, tiny_llama_dir, tiny_gpt2_dir, capsys):
+    import pandas as pd
+
+    from rationanomaly.labels import cot_label
+    from rationanomaly.parquet import rl_row
+    from rationanomaly.samples import Sample
+
+    samples = [Sample("ciod: failed to read message prefix", cot_label("A read failure.", "abnormal")),
+               Sample("instruction cache parity error corrected", cot_label("Corrected, routine.", "normal"))]
+    parquet = tmp_path / "rl.parquet"
+    pd.DataFrame([rl_row(i, "train", s, "system") for i, s in enumerate(samples)]).to_parquet(parquet)
+    out = tmp_path / "check"
+    assert main(["--parquet", str(parquet), "--model", str(tiny_llama_dir), "--ppl_model", str(tiny_gpt2_dir),
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "rewards.json").read_text())
+    assert len(result["rollouts"]) == 8 and result["max_abs_difference"] < 1e-6
+    assert result["mean_by_kind"]["flipped_label"]["score"] == pytest.approx(0.1 - 1 / 0.15)
+    assert result["mean_by_kind"]["no_tags"]["score"] == pytest.approx(-1.0 - 1 / 0.15)
+    assert "8 sample rollouts scored by verl's reward manager" in capsys.readouterr().out
