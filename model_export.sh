@@ -12,16 +12,20 @@ STEP=${STEP:-latest}                                 # ours: latest = latest_che
 TARGET_DIR=${TARGET_DIR:-models/RationAnomaly}       # reference run
 OVERWRITE=${OVERWRITE:-0}                            # ours: 1 replaces an existing TARGET_DIR
 
-if [[ -e "$TARGET_DIR" ]]; then
-    if [[ "$OVERWRITE" != 1 ]]; then
-        echo "export error: $TARGET_DIR already exists; remove it, set OVERWRITE=1 or choose TARGET_DIR=<new folder>" >&2
-        exit 2
-    fi
-    rm -rf -- "$TARGET_DIR"
+if [[ -e "$TARGET_DIR" && "$OVERWRITE" != 1 ]]; then
+    echo "export error: $TARGET_DIR already exists; remove it, set OVERWRITE=1 or choose TARGET_DIR=<new folder>" >&2
+    exit 2
 fi
 
 # global_step_N/actor for GRPO, global_step_N for SFT; fails with one line when there is no checkpoint
 local_dir=$("$PYTHON" -m rationanomaly.train.export locate --checkpoints "$CHECKPOINTS" --step "$STEP")
+# ours: build beside the target and swap at the end, so a failed merge never leaves a half-written model
+# (nor deletes the one OVERWRITE=1 would replace)
+staging="${TARGET_DIR%/}.partial.$$"
+trap 'rm -rf -- "$staging"' EXIT
 echo "exporting $local_dir -> $TARGET_DIR"
-"$PYTHON" -m verl.model_merger merge --backend fsdp --local_dir "$local_dir" --target_dir "$TARGET_DIR"
-"$PYTHON" -m rationanomaly.train.export merge-lora --model "$TARGET_DIR"
+"$PYTHON" -m verl.model_merger merge --backend fsdp --local_dir "$local_dir" --target_dir "$staging"
+"$PYTHON" -m rationanomaly.train.export merge-lora --model "$staging"
+rm -rf -- "$TARGET_DIR"
+mv -- "$staging" "$TARGET_DIR"
+echo "exported -> $TARGET_DIR"

@@ -94,9 +94,10 @@ def checkpoints(tiny_llama_dir, tmp_path_factory) -> Path:
     return root
 
 
-def run_export_script(checkpoints: Path, target: Path) -> subprocess.CompletedProcess:
+def run_export_script(checkpoints: Path, target: Path, **knobs: str) -> subprocess.CompletedProcess:
     """model_export.sh as a user runs it, with this interpreter."""
-    env = {**os.environ, "PYTHON": sys.executable, "CHECKPOINTS": str(checkpoints), "TARGET_DIR": str(target)}
+    env = {**os.environ, "PYTHON": sys.executable, "CHECKPOINTS": str(checkpoints), "TARGET_DIR": str(target),
+           **knobs}
     return subprocess.run(["bash", str(REPO_ROOT / "model_export.sh")], env=env, capture_output=True, text=True)
 
 
@@ -226,3 +227,17 @@ def test_export_script_fails_clearly_without_a_checkpoint(tmp_path):
     assert "no checkpoint under" in result.stderr
     assert not (tmp_path / "exported").exists()
 
+
+
+def test_failed_merge_keeps_the_model_that_overwrite_would_replace(tmp_path):
+    actor = tmp_path / "ckpt" / "global_step_1" / "actor"
+    actor.mkdir(parents=True)
+    (actor / "fsdp_config.json").write_text('{"world_size": 1}')  # no shards, no huggingface/: the merger fails
+    (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("1")
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "marker").write_text("previous export")
+    result = run_export_script(tmp_path / "ckpt", target, OVERWRITE="1")
+    assert result.returncode != 0
+    assert (target / "marker").read_text() == "previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "model"]  # no staging folder left behind

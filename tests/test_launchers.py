@@ -200,8 +200,11 @@ def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(t
     sft = as_dict(overrides_of(train))
     assert (sft["model.lora_rank"], sft["model.path"]) == ("32", dry_run_inputs["BASE_MODEL"])
     assert calls[2][0][-4:] == ["--checkpoints", str(tmp_path / "sft-ckpt"), "--step", "latest"]
-    assert calls[3][0][-2:] == ["--target_dir", str(tmp_path / "sft-merged")]
-    assert calls[4][0][-3:] == ["merge-lora", "--model", str(tmp_path / "sft-merged")]
+    # the merge is built beside the target and moved into place only when both steps succeed
+    staging = calls[3][0][-1]
+    assert calls[3][0][-2] == "--target_dir" and staging.startswith(f"{tmp_path / 'sft-merged'}.partial.")
+    assert calls[4][0][-3:] == ["merge-lora", "--model", staging]
+    assert (tmp_path / "sft-merged").is_dir() and not Path(staging).exists()
 
 
 def test_sft_run_refuses_to_overwrite_an_existing_merged_model(tmp_path, dry_run_inputs):

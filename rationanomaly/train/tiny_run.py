@@ -40,6 +40,8 @@ RECORDER = """#!/usr/bin/env bash
 { printf 'CALL'; printf '\\t%s' "$@"; printf '\\n'
   printf 'ENV\\tVERL_FILE_LOGGER_PATH=%s\\tWANDB_MODE=%s\\n' "${VERL_FILE_LOGGER_PATH:-}" "${WANDB_MODE:-}"
 } >> "$RECORD_FILE"
+# like the model merger, leave the --target_dir folder behind so the launcher can move it into place
+prev=""; for arg in "$@"; do [[ "$prev" == --target_dir ]] && mkdir -p "$arg"; prev=$arg; done
 """
 
 
