@@ -8,6 +8,7 @@ locally. Think lengths come from the real R-Log rationales when $RATIONANOMALY_P
 from synthetic text of the same length distribution. Every answer is correct, so every response needs
 the perplexity model (the worst case). Methods run interleaved, chunk by chunk, so a busy machine slows
 all of them alike. Prints responses/s, the ratios, and the perplexity term's deviation from the reference.
+`--no_prefix_cache_rows` adds our batch API with the fixed prefix's key/value cache turned off, side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from rationanomaly.paths import public_data_dir
 from rationanomaly.reward import compute_reward, parse_reward_kwargs, score_response, score_responses
+from rationanomaly.reward.perplexity import load_perplexity_model
 
 PROMPTS, ROLLOUTS = 32, 16
 WORDS = (
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="threads calling compute_score concurrently")
     parser.add_argument("--model", type=Path, help="an existing perplexity model folder (default: build one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no_prefix_cache_rows", action="store_true", help="also time the batch API with the prefix cache off"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -130,6 +135,18 @@ def run(pairs, folder: Path, args) -> dict[str, dict]:
         "reference (reload per call, fp32)": lambda chunk: reference_way(chunk, folder),
         "ours fp32, batch API": lambda chunk: ours_batch(chunk, folder, "float32", args.batch_size),
         "ours bf16, batch API": lambda chunk: ours_batch(chunk, folder, "bfloat16", args.batch_size),
+        **(
+            {
+                "ours fp32, batch, no prefix cache": lambda chunk: ours_batch(
+                    chunk, folder, "float32", args.batch_size, prefix_cache=False
+                ),
+                "ours bf16, batch, no prefix cache": lambda chunk: ours_batch(
+                    chunk, folder, "bfloat16", args.batch_size, prefix_cache=False
+                ),
+            }
+            if args.no_prefix_cache_rows
+            else {}
+        ),
         f"ours bf16, {args.workers} concurrent callers": lambda chunk: ours_concurrent(
             chunk, folder, "bfloat16", args.batch_size, args.workers
         ),
@@ -150,9 +167,15 @@ def reference_way(chunk, folder: Path) -> list[dict]:
     return [score_response(response, truth, config, perplexity_of) for response, truth in chunk]
 
 
-def ours_batch(chunk, folder: Path, dtype: str, batch_size: int) -> list[dict]:
+def ours_batch(chunk, folder: Path, dtype: str, batch_size: int, prefix_cache: bool = True) -> list[dict]:
+    """`prefix_cache=False` unsets the process-wide model's prefix state for this call (every text: full pass)."""
     kwargs = {"ppl_model": str(folder), "device": "cpu", "dtype": dtype, "batch_size": batch_size}
-    return score_responses([response for response, _ in chunk], [truth for _, truth in chunk], **kwargs)
+    model = load_perplexity_model(folder, "cpu", dtype)
+    saved, model.prefix = model.prefix, model.prefix if prefix_cache else None
+    try:
+        return score_responses([response for response, _ in chunk], [truth for _, truth in chunk], **kwargs)
+    finally:
+        model.prefix = saved
 
 
 def ours_concurrent(chunk, folder: Path, dtype: str, batch_size: int, workers: int) -> list[dict]:
@@ -165,14 +188,15 @@ def ours_concurrent(chunk, folder: Path, dtype: str, batch_size: int, workers: i
 def report(results: dict, pairs, folder: Path, source: str, wall: float, args) -> None:
     from transformers import AutoTokenizer
 
-    from rationanomaly.reward.components import perplexity_text
+    from rationanomaly.reward.components import PPL_PREFIX, perplexity_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     thinks = [re.search(r"<think>(.*?)</think>", response, re.DOTALL).group(1) for response, _ in pairs]
     tokens = [len(tokenizer(perplexity_text(think))["input_ids"]) for think in thinks]
     print(
         f"{len(pairs)} responses from {source}; think {sum(map(len, thinks)) / len(thinks):.0f} chars, "
-        f"{sum(tokens) / len(tokens):.0f} tokens on average (max {max(tokens)}); torch threads {args.threads}, "
+        f"{sum(tokens) / len(tokens):.0f} tokens on average (max {max(tokens)}, of which the fixed prefix "
+        f"{len(tokenizer(PPL_PREFIX)['input_ids'])}); torch threads {args.threads}, "
         f"batch_size {args.batch_size}; whole run {wall:.0f} s"
     )
     reference = results["reference (reload per call, fp32)"]

@@ -11,7 +11,13 @@ import pytest
 
 from rationanomaly.reward import FETCH_COMMAND, RewardConfigError, compute_reward, score_responses
 from rationanomaly.reward.components import PPL_PREFIX
-from rationanomaly.reward.perplexity import MicroBatcher, _Request, load_perplexity_model, perplexity_scorer
+from rationanomaly.reward.perplexity import (
+    MicroBatcher,
+    PerplexityModel,
+    _Request,
+    load_perplexity_model,
+    perplexity_scorer,
+)
 
 TEXTS = [
     PPL_PREFIX + "The log reports a routine event.",
@@ -21,6 +27,13 @@ TEXTS = [
     PPL_PREFIX + "x" * 5000,  # past 1,024 tokens: truncated like the reference
 ]
 FP32_TOLERANCE = 1e-4  # relative; float32 reduction order differs between padded and single passes
+BOUNDARY_THINKS = [
+    " The log reports a routine event.",  # leading space: its own pre-token, the prefix's newline stays alone
+    "  two spaces first",  # newline + space form one pre-token (no merge in the tiny vocabulary)
+    "\n\nblank lines first",  # newlines form one pre-token (no merge in the tiny vocabulary)
+    "\tkernel panic",  # tab
+    "x",  # a single think token
+]
 
 
 def reference_way(folder, texts):
@@ -38,6 +51,25 @@ def reference_way(folder, texts):
     return values
 
 
+def full_pass_model(folder, dtype="float32"):
+    """The same weights with the prefix cache turned off: every text takes the full, uncached pass."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
+    return PerplexityModel(model, AutoTokenizer.from_pretrained(str(folder)), "cpu", dtype, prefix=None)
+
+
+@pytest.fixture(scope="module")
+def merging_gpt2_dir(tmp_path_factory):
+    """A tiny GPT-2 whose BPE learned a newline-newline merge, so the prefix's final newline can merge."""
+    from rationanomaly.tiny import DEFAULT_CORPUS, build_tiny_gpt2, build_tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("merging_gpt2")
+    corpus = (*DEFAULT_CORPUS, *["event.\n\n\nnext"] * 50, PPL_PREFIX)
+    build_tiny_gpt2(path, tokenizer=build_tiny_tokenizer(path, corpus=corpus))
+    return path
+
+
 def test_perplexity_equals_the_reference_way_in_float32(tiny_gpt2_dir):
     model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
     assert model.perplexities(TEXTS, batch_size=4) == pytest.approx(
@@ -50,6 +82,46 @@ def test_batched_perplexity_equals_one_at_a_time(tiny_gpt2_dir, batch_size):
     model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
     single = [model.perplexities([text], batch_size=1)[0] for text in TEXTS]
     assert model.perplexities(TEXTS, batch_size=batch_size) == pytest.approx(single, rel=FP32_TOLERANCE)
+
+
+def test_prefix_cache_equals_the_full_pass_and_the_reference_way(tiny_gpt2_dir):
+    texts = [*TEXTS, *(PPL_PREFIX + think for think in BOUNDARY_THINKS), "a log line without the context line"]
+    cached = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
+    ids = [cached.token_ids(text) for text in texts]
+    uses_cache = [cached.think_ids(tokens) is not None for tokens in ids]
+    # the prefix alone and the text without it take the full pass; every other text here splits cleanly
+    assert uses_cache == [True, False, True, True, True, True, True, True, True, True, False]
+    assert len(ids[4]) == 1024 and cached.think_ids(ids[4]) == ids[4][len(cached.prefix.ids) :]  # truncated
+    got = cached.perplexities(texts, batch_size=3)
+    assert got == pytest.approx(full_pass_model(tiny_gpt2_dir).perplexities(texts, 3), rel=FP32_TOLERANCE)
+    assert got == pytest.approx(reference_way(tiny_gpt2_dir, texts), rel=FP32_TOLERANCE)
+
+
+def test_prefix_state_holds_the_prefix_tokens_and_their_summed_loss(tiny_gpt2_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    prefix = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32").prefix
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir))
+    ids = torch.tensor([prefix.ids])
+    with torch.no_grad():
+        mean_loss = model(input_ids=ids, labels=ids).loss.item()  # HF's mean over len(ids) - 1 positions
+    assert prefix.loss_sum == pytest.approx(mean_loss * (len(prefix.ids) - 1), rel=FP32_TOLERANCE)
+    assert len(prefix.layers) == model.config.n_layer and prefix.layers[0][0].shape[2] == len(prefix.ids)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_text_whose_tokens_merge_across_the_prefix_boundary_takes_the_full_pass(merging_gpt2_dir, dtype):
+    crossing = PPL_PREFIX + "\n\nThe log reports a routine event."  # three newlines: the prefix's one merges
+    clean = PPL_PREFIX + "The log reports a routine event."
+    model = load_perplexity_model(merging_gpt2_dir, device="cpu", dtype=dtype)
+    assert model.token_ids(crossing)[: len(model.prefix.ids)] != list(model.prefix.ids)  # the merge happened
+    assert model.think_ids(model.token_ids(crossing)) is None
+    assert model.think_ids(model.token_ids(clean)) is not None
+    got = model.perplexities([crossing, clean], batch_size=2)
+    tolerance = FP32_TOLERANCE if dtype == "float32" else 1e-2
+    assert got == pytest.approx(reference_way(merging_gpt2_dir, [crossing, clean]), rel=tolerance)
+    assert got == pytest.approx(full_pass_model(merging_gpt2_dir, dtype).perplexities([crossing, clean], 2), rel=1e-2)
 
 
 def test_bfloat16_stays_within_one_percent_of_float32(tiny_gpt2_dir):

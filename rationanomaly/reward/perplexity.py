@@ -4,6 +4,11 @@ verl's reward workers call the reward one sample at a time from a thread pool. L
 every call (the reference) and running one sequence per forward pass waste most of the time; here the
 model is cached per (path, device, dtype), concurrent calls are merged into one forward pass, and the
 output layer is evaluated in row chunks so full [batch, length, 50,257] logits never exist at once.
+
+Every scored text starts with the same context line (PPL_PREFIX), so its key/value states, its summed
+token loss and its last hidden state are computed once per loaded model; each batch then runs only the
+think tokens through the blocks, attending to the cached prefix. A text whose token ids do not start with
+the prefix's own ids (a BPE merge across the boundary) takes the full, uncached pass.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rationanomaly.reward.components import PPL_MAX_TOKENS
+from rationanomaly.reward.components import PPL_MAX_TOKENS, PPL_PREFIX
 from rationanomaly.reward.config import DEFAULT_BATCH_SIZE, RewardConfigError, check_model_folder
 
 logger = logging.getLogger(__name__)
@@ -44,10 +49,23 @@ def resolve_dtype(dtype: str) -> str:
     return "float32" if dtype == "auto" else dtype
 
 
-class PerplexityModel:
-    """A causal LM and its tokenizer computing the reference's perplexity for many texts at once."""
+@dataclass(frozen=True)
+class PrefixState:
+    """The fixed prefix, run once: its ids, per-layer (key, value) states, last hidden state, summed loss."""
 
-    def __init__(self, model, tokenizer, device: str, dtype: str):
+    ids: tuple[int, ...]
+    layers: tuple[tuple[object, object], ...]
+    last_hidden: object
+    loss_sum: float
+
+
+class PerplexityModel:
+    """A causal LM and its tokenizer computing the reference's perplexity for many texts at once.
+
+    `prefix` is the context line whose states are cached (None: every text takes the full pass).
+    """
+
+    def __init__(self, model, tokenizer, device: str, dtype: str, prefix: str | None = PPL_PREFIX):
         import torch
 
         self.tokenizer = tokenizer
@@ -69,26 +87,62 @@ class PerplexityModel:
         self._head_bias = None if bias is None else bias.to(device)
         self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.prefix = None if prefix is None else self._encode_prefix(prefix)
 
     def token_ids(self, text: str) -> list[int]:
         """Token ids as the reference builds them: no padding, truncated at PPL_MAX_TOKENS."""
         clean = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates would raise
         return self.tokenizer(clean, truncation=True, max_length=PPL_MAX_TOKENS)["input_ids"]
 
+    def think_ids(self, ids: Sequence[int]) -> list[int] | None:
+        """The ids after the cached prefix, or None when the text must take the full pass.
+
+        Exact whenever `ids` starts with the prefix's ids: the blocks are causal, so the prefix positions
+        see only the prefix. Not so when BPE merged across the boundary (e.g. the prefix's final newline
+        with whitespace opening the think), or for a text that is the prefix alone or lacks it.
+        """
+        if self.prefix is None or len(ids) <= len(self.prefix.ids):
+            return None
+        if tuple(ids[: len(self.prefix.ids)]) != self.prefix.ids:
+            return None
+        return list(ids[len(self.prefix.ids) :])
+
     def perplexities(self, texts: Sequence[str], batch_size: int) -> list[float]:
         """exp(mean next-token loss) per text; sorted by length into batches so padding stays small."""
         ids = [self.token_ids(text) for text in texts]
-        order = sorted(range(len(ids)), key=lambda index: len(ids[index]))
+        thinks = [self.think_ids(tokens) for tokens in ids]
+        cached = [index for index, think in enumerate(thinks) if think is not None]
+        full = [index for index, think in enumerate(thinks) if think is None]
         result = [math.nan] * len(ids)
         with self._lock:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                for index, value in zip(chunk, self._batch_perplexities([ids[i] for i in chunk]), strict=True):
-                    result[index] = value
+            for group, rows, score in (
+                (cached, thinks, self._cached_batch_perplexities),
+                (full, ids, self._batch_perplexities),
+            ):
+                order = sorted(group, key=lambda index: len(rows[index]))
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    for index, value in zip(chunk, score([rows[i] for i in chunk]), strict=True):
+                        result[index] = value
         return result
 
-    def _batch_perplexities(self, batch: list[list[int]]) -> list[float]:
-        """One right-padded forward pass; the attention mask keeps padding out of every valid position."""
+    def _encode_prefix(self, prefix: str) -> PrefixState | None:
+        """Run the prefix alone once; its per-token losses never change, so only their sum is kept."""
+        import torch
+
+        ids = self.token_ids(prefix)
+        if not ids:
+            return None
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            output = self._body(input_ids=input_ids, use_cache=True)
+            hidden = output.last_hidden_state[0]
+            loss_sum = self._token_losses(hidden[:-1], input_ids[0, 1:]).double().sum().item()
+            layers = tuple((layer.keys, layer.values) for layer in output.past_key_values.layers)
+        return PrefixState(tuple(ids), layers, hidden[-1], loss_sum)
+
+    def _padded(self, batch: list[list[int]]):
+        """Right-padded ids and their 0/1 attention mask, on the model's device."""
         import torch
 
         width = max(len(tokens) for tokens in batch)
@@ -97,7 +151,46 @@ class PerplexityModel:
         for row, tokens in enumerate(batch):
             input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             mask[row, : len(tokens)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _cached_batch_perplexities(self, batch: list[list[int]]) -> list[float]:
+        """Think tokens only, attending to the cached prefix; the loss still averages over the full text.
+
+        The first think token is predicted from the prefix's last hidden state; positions continue after
+        the prefix; each text's mean is (prefix loss sum + its think losses) / (its full length - 1).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prefix, size = self.prefix, len(batch)
+        start = len(prefix.ids)
+        input_ids, mask = self._padded(batch)
+        width = input_ids.shape[1]
+        full_mask = torch.cat([torch.ones((size, start), dtype=torch.long, device=self.device), mask], dim=1)
+        positions = torch.arange(start, start + width, device=self.device).unsqueeze(0).expand(size, -1)
+        with torch.inference_mode():
+            cache = DynamicCache(
+                [(keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1)) for keys, values in prefix.layers]
+            )
+            hidden = self._body(
+                input_ids=input_ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache
+            ).last_hidden_state
+            hidden = torch.cat([prefix.last_hidden.expand(size, 1, -1), hidden[:, :-1]], dim=1)
+            scored = mask.bool()
+            rows = torch.arange(size, device=self.device).unsqueeze(1).expand(-1, width)[scored]
+            losses = self._token_losses(hidden[scored], input_ids[scored])
+            totals = torch.full((size,), prefix.loss_sum, dtype=torch.float64, device=self.device)
+            totals.index_add_(0, rows, losses.double())
+            counts = torch.bincount(rows, minlength=size) + (start - 1)
+            mean_losses = (totals / counts).tolist()
+        return [math.exp(min(loss, MAX_LOG_PERPLEXITY)) for loss in mean_losses]
+
+    def _batch_perplexities(self, batch: list[list[int]]) -> list[float]:
+        """One right-padded forward pass; the attention mask keeps padding out of every valid position."""
+        import torch
+
+        input_ids, mask = self._padded(batch)
+        width = input_ids.shape[1]
         with torch.inference_mode():
             hidden = self._body(input_ids=input_ids, attention_mask=mask).last_hidden_state
             scored = mask[:, 1:].bool()
