@@ -4,6 +4,8 @@ Binarisation follows the reference's model_evaluate.py in order (last `<answer>`
 content, its first line, then phrase rules) with two deliberate changes: words are matched without
 their punctuation (`abnormal.` counts), and among phrase matches the *last* one wins (a conclusion
 comes at the end; the reference took the first phrase of its normal list, a bias towards normal).
+When neither decides, an output naming only one of the two labels (anywhere) gets it; `not` before a
+label flips it (`not abnormal` is normal) on the first line and in that last rule as in the phrases.
 What no rule decides is `unknown`: counted, listed, and treated as "not abnormal" in the metrics.
 
 Metrics are computed here without scikit-learn (a test-only dependency); the tests check that every
@@ -68,13 +70,24 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
+def single_label(tokens: Sequence[str]) -> str | None:
+    """The label when exactly one of normal/abnormal is named, read through `not` (`not abnormal` is normal).
+
+    Every mention must agree: `abnormal ... not abnormal` names both readings and decides nothing.
+    """
+    readings = set()
+    for index, word in enumerate(tokens):
+        if word in _FLIP:
+            before = tokens[max(0, index - 2):index]
+            negated = bool(before) and (before[-1] == "not" or before[-2:] in (["not", "a"], ["not", "an"]))
+            readings.add(_FLIP[word] if negated else word)
+    return readings.pop() if len(readings) == 1 else None
+
+
 def first_line_label(text: str) -> str | None:
     """The label named on the first non-empty line when exactly one of normal/abnormal is named there."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return None
-    found = {w for w in words(lines[0]) if w in (NORMAL, ABNORMAL)}
-    return found.pop() if len(found) == 1 else None
+    return single_label(words(lines[0])) if lines else None
 
 
 def phrase_label(text: str) -> str | None:
@@ -98,8 +111,7 @@ def binarize(output: str) -> str:
     decided = first_line_label(candidate) or phrase_label(output)
     if decided is not None:
         return decided
-    found = {w for w in words(output) if w in (NORMAL, ABNORMAL)}
-    return found.pop() if len(found) == 1 else UNKNOWN
+    return single_label(words(output)) or UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ BGL_WINDOW = 100  # paper: fixed windows of 100 consecutive lines
     ("normal and abnormal\nsomething abnormal but also normal", U),  # both words, no phrase
     ("The message reports a routine heartbeat.", U),  # no label at all
     ("", U),  # empty output
+    ("<answer>not abnormal</answer>", N),  # a negated answer is the other label
+    ("The log entry is not abnormal.\nIt reports a routine event.", N),  # negated first line (zero-shot style)
+    ("I see nothing wrong; it is not an abnormal one", N),  # negation in the last-resort rule
+    ("Abnormal? Not abnormal? Hard to tell.", U),  # mentions that disagree decide nothing
 ])
 def test_binarize_follows_the_rule_order(output, expected):
     assert binarize(output) == expected

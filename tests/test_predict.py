@@ -330,3 +330,44 @@ def test_reference_ids_only_when_both_are_numbers(model, testset, expected):
 def test_catalogue_number_out_of_range_lists_the_choices():
     with pytest.raises(CatalogError, match="models number 7 is not in the catalogue .*0=Llama-2-7b, 1=LogPrompt"):
         select(load_catalog(), 7, 0)
+
+
+@pytest.mark.parametrize("changed", [
+    {"system_prompt": COT_SYSTEM_PROMPT},  # another mode (-c cot after -c log) into the same default path
+    {"sampling": SamplingConfig(seed=1)},
+    {"metadata": {"model": "other"}},
+])
+def test_resume_refuses_a_file_made_with_other_settings(tmp_path, changed):
+    output = tmp_path / "p.json"
+    first = {"system_prompt": None, "sampling": SamplingConfig(), "metadata": {"model": "m"}}
+    with pytest.raises(KeyboardInterrupt):
+        predict_samples(SAMPLES, EchoBackend(fail_on_call=3), output, batch_size=2, save_every=2, **first)
+    with pytest.raises(ValueError, match="was made with another .*delete both files"):
+        predict_samples(SAMPLES, EchoBackend(), output, batch_size=2, **{**first, **changed})
+    assert len(_read(output)) == 4  # the saved predictions are left alone
+    run = predict_samples(SAMPLES, EchoBackend(), output, batch_size=2, **first)
+    assert (run.resumed, run.generated) == (4, 3)
+
+
+def test_model_predict_reports_a_bad_catalogue_number_without_a_traceback(capsys):
+    main = _script("model_predict.py")["main"]
+    assert main(["-m", "9", "-t", "0", "--backend", "rules"]) == 2
+    assert "models number 9 is not in the catalogue" in capsys.readouterr().err
+
+
+def test_model_predict_names_a_model_folder_that_is_not_there(tmp_path, capsys):
+    write_samples(tmp_path / "t.json", SAMPLES)
+    main = _script("model_predict.py")["main"]
+    missing = tmp_path / "models" / "RationAnomaly"
+    assert main(["--model", str(missing), "--testset", str(tmp_path / "t.json"), "--backend", "transformers",
+                 "--output", str(tmp_path / "p.json")]) == 2
+    assert f"cannot load model {missing}" in capsys.readouterr().err
+
+
+def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(tmp_path, capsys):
+    catalog = {"models": ["tiny"], "model_paths": {"tiny": "tiny"}, "testsets": ["BGL"],
+               "testset_paths": {"BGL": "testsets/BGL_test.json"}}
+    (tmp_path / "list.json").write_text(json.dumps(catalog))
+    main = _script("model_predict.py")["main"]
+    assert main(["-m", "0", "-t", "0", "--backend", "rules", "--catalog", str(tmp_path / "list.json")]) == 2
+    assert "copy the one template_split.py wrote there (e.g. runs/data/split/BGL_test.json)" in capsys.readouterr().err

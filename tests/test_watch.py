@@ -33,6 +33,7 @@ from rationanomaly.watch.parse import (
     merge_logs,
     pair_console_with_jsonl,
     parse_console_text,
+    parse_file,
     parse_jsonl_text,
     parse_step_line,
     parse_value,
@@ -326,6 +327,16 @@ def test_find_log_files_searches_folders_for_log_and_jsonl_only(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/run.jsonl", "a/run.log", "b.log"]
 
 
+def test_find_log_files_skips_wandb_copies_of_the_console(tmp_path):
+    # model_train.sh sets WANDB_DIR=targets; wandb keeps files/output.log, a second copy of the console
+    for name in ("run.log", "wandb/offline-run-1/files/output.log", "wandb/offline-run-1/logs/debug.log"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert [p.name for p in find_log_files([tmp_path])] == ["run.log"]
+    named = tmp_path / "wandb" / "offline-run-1" / "files" / "output.log"
+    assert find_log_files([named]) == [named]  # a file named directly is read
+
+
 def test_load_runs_tells_apart_runs_whose_files_share_a_name(tmp_path):
     for folder in ("grpo_a", "grpo_b"):
         (tmp_path / folder).mkdir()
@@ -482,3 +493,23 @@ def test_notebook_reads_the_log_named_by_the_environment(sample_copy, tmp_path, 
     summary = _execute_notebook(env, monkeypatch)
     assert [run["name"] for run in summary["runs"]] == [Path(LEGACY_LOG).stem]
     assert summary["last_step"] == LEGACY_LAST_STEP
+
+
+def test_timing_plot_draws_more_stages_than_it_has_colours(tmp_path):
+    from rationanomaly.watch.plots import STAGE_COLOURS, plot_timing
+
+    stages = " - ".join(f"timing_s/stage{i}:1.0" for i in range(3 * len(STAGE_COLOURS) + 1))
+    run = _run_from_console([f"step:1 - {stages} - timing_s/step:40.0", f"step:2 - {stages} - timing_s/step:40.0"])
+    assert plot_timing([run], tmp_path / "timing.png").stat().st_size > 0
+
+
+def test_parse_file_streams_a_console_log_to_the_same_result_as_its_text(tmp_path):
+    # a file is read line by line (a multi-day log is never held whole); \r screens and an unterminated last
+    # line must read as they do from the text
+    text = (PREFIX + "step:1 - critic/score/mean:0.5\r\n" + "Training Progress:  1%|   | 1/150\rTraining Progress:"
+            "  1%|   | 2/150\n" + PREFIX + "step:2 - critic/score/mean:0.25\n" + PREFIX + "step:3 - critic/sc")
+    path = tmp_path / "run.log"
+    path.write_bytes(text.encode())
+    from_file, from_text = parse_file(path), parse_console_text(text, path)
+    assert from_file == from_text
+    assert (list(from_file.steps), from_file.total_steps, from_file.skipped_lines) == ([1, 2], 150, 1)

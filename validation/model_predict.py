@@ -29,6 +29,7 @@ from rationanomaly.predict.catalog import (
     results_dir,
     select,
 )
+from rationanomaly.predict.openai_backend import EndpointError
 from rationanomaly.prompts import SYSTEM_PROMPTS
 
 
@@ -90,17 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     """Resolve the model and test set, predict (resuming), print a one-screen summary."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    catalog = load_catalog(args.catalog)
-    ids = reference_ids(args.model, args.testset)
-    if ids is not None:
-        chosen = select(catalog, *ids)
-        model, testset, output = chosen.model_path, chosen.testset_path, args.output or chosen.predictions_path
-        print(f"Running inference by {chosen.model} on {chosen.testset} ...")
-    else:
-        model, testset = args.model, Path(args.testset)
-        output = args.output or default_output(results_dir(catalog), testset, model)
     sampling = SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.max_model_len, args.seed)
     try:
+        catalog = load_catalog(args.catalog)
+        ids = reference_ids(args.model, args.testset)
+        if ids is not None:
+            chosen = select(catalog, *ids)
+            if not chosen.testset_path.is_file():
+                raise FileNotFoundError(
+                    f"test set {chosen.testset} ({chosen.testset_path}) not found: copy the one template_split.py "
+                    f"wrote there (e.g. runs/data/split/{chosen.testset}_test.json) or edit testset_paths in "
+                    f"{args.catalog}")
+            model, testset, output = chosen.model_path, chosen.testset_path, args.output or chosen.predictions_path
+            print(f"Running inference by {chosen.model} on {chosen.testset} ...")
+        else:
+            model, testset = args.model, Path(args.testset)
+            output = args.output or default_output(results_dir(catalog), testset, model)
         run = predict_file(
             testset,
             output,
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             base_url=args.base_url,
             concurrency=args.concurrency,
         )
-    except (BackendUnavailable, FileNotFoundError, ValueError) as error:
+    except (BackendUnavailable, EndpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"predictions: {run.output}")

@@ -52,7 +52,18 @@ def predict_file(testset: str | Path, output: str | Path, model: str | Path | No
     samples = read_samples(testset)
     system_prompt = load_system_prompt(mode, prompt_file)
     batch_size = batch_size or DEFAULT_BATCH_SIZE[name]
-    engine = make_backend(name, model or "", sampling, batch_size=batch_size, **backend_options)
-    metadata = {"model": str(model) if model is not None else None, "testset": str(testset), "mode": mode,
+    try:
+        engine = make_backend(name, model or "", sampling, batch_size=batch_size, **backend_options)
+    except OSError as error:  # transformers / vLLM: no such folder and no such Hugging Face model
+        raise FileNotFoundError(f"cannot load model {model}: {error}; pass an exported model folder (bash "
+                                "model_export.sh writes models/RationAnomaly) or a Hugging Face model id") from error
+    metadata = {"model": _model_id(model), "testset": str(testset), "mode": mode,
                 "prompt_file": str(prompt_file) if prompt_file else None, "seed": sampling.seed}
     return predict_samples(samples, engine, output, system_prompt, sampling, batch_size, save_every, metadata)
+
+
+def _model_id(model: str | Path | None) -> str | None:
+    """A local model folder as its absolute path (so a resume from another folder compares equal), else the name."""
+    if model is None:
+        return None
+    return str(Path(model).resolve()) if Path(model).exists() else str(model)

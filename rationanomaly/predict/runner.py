@@ -8,6 +8,7 @@ continues after it. Run settings go to `<output>.meta.json` beside it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -78,6 +79,27 @@ def load_resumable(path: Path, samples: Sequence[Sample]) -> list[dict]:
     return done
 
 
+# Settings that change the answers: a resumed file made with other values would mix two runs.
+RESUME_KEYS = ("model", "system_prompt", "sampling")
+
+
+def check_resume_settings(meta_path: Path, meta: dict) -> None:
+    """Stop when the saved predictions were made with another model, prompt or sampling than this run's.
+
+    The default output name holds only the test set and the model, so `-c cot` after `-c log` (or a
+    new --seed or --temperature) would otherwise continue, or silently accept, the other run's file.
+    A prediction file without its `.meta.json` is resumed as before.
+    """
+    if not meta_path.exists():
+        return
+    saved = json.loads(meta_path.read_text(encoding="utf-8"))
+    changed = [key for key in RESUME_KEYS if key in saved and saved[key] != meta.get(key)]
+    if changed:
+        output = meta_path.name.removesuffix(".meta.json")
+        raise ValueError(f"{meta_path.parent / output} was made with another {', '.join(changed)} "
+                         f"(see {meta_path}); pass another --output, or delete both files to start over")
+
+
 def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | Path, system_prompt: str | None,
                     sampling: SamplingConfig | None = None, batch_size: int = 8, save_every: int = SAVE_EVERY,
                     metadata: dict | None = None) -> PredictionRun:
@@ -88,12 +110,14 @@ def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | P
     output = Path(output)
     results = load_resumable(output, samples)
     resumed = len(results)
-    if resumed:
-        logger.info("resuming %s after %d of %d items", output, resumed, len(samples))
-    write_json_atomic(_meta_path(output), {
+    meta = {
         **(metadata or {}), "backend": backend.name, "sampling": asdict(sampling), "system_prompt": system_prompt,
         "batch_size": batch_size, "items": len(samples),
-    })
+    }
+    if resumed:
+        check_resume_settings(_meta_path(output), meta)
+        logger.info("resuming %s after %d of %d items", output, resumed, len(samples))
+    write_json_atomic(_meta_path(output), meta)
     started, unsaved = time.perf_counter(), 0
     with tqdm(total=len(samples), initial=resumed, desc=f"predict ({backend.name})", unit="item",
               dynamic_ncols=True) as progress:

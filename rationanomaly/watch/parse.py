@@ -15,9 +15,10 @@ other console output (Ray, vLLM, warnings) is counted in `other_lines`.
 
 from __future__ import annotations
 
+import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +26,9 @@ CONSOLE_SUFFIXES = (".log", ".txt", ".out")
 JSONL_SUFFIXES = (".jsonl",)
 # The two kinds of files a directory is searched for (the issue's contract: *.log and *.jsonl).
 SEARCH_GLOBS = ("*.log", "*.jsonl")
+# Folders a search skips: model_train.sh puts WANDB_DIR under targets/, and wandb keeps its own copy of
+# the console (files/output.log) and debug logs there, which would show the run twice.
+SKIPPED_DIRS = frozenset({"wandb"})
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # Ray's actor prefix: `(TaskRunnerV1 pid=1234)` or `(TaskRunner pid=12, ip=10.0.0.1)`.
@@ -118,15 +122,27 @@ def _split_lines(text: str) -> tuple[list[str], str]:
 
 def parse_console_text(text: str, path: Path = Path("<text>")) -> ParsedLog:
     """Parse verl console output; later records of a step update earlier ones (a resume replays steps)."""
-    complete, tail = _split_lines(text)
+    return parse_console_lines(io.StringIO(text, newline="\n"), path)
+
+
+def _console_pieces(lines: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """(text, terminated) per screen: a line without its newline is still being written.
+
+    tqdm redraws with carriage returns, so one physical line may hold several screens.
+    """
+    for line in lines:
+        terminated = line.endswith("\n")
+        for piece in line.removesuffix("\n").split("\r"):
+            yield piece, terminated
+
+
+def parse_console_lines(lines: Iterable[str], path: Path = Path("<text>")) -> ParsedLog:
+    """parse_console_text() over lines that keep their `\\n` (an open file): a long log is never held whole."""
     steps: dict[int, dict[str, float]] = {}
     total_steps = file_logger_path = None
     skipped = other = restarts = 0
     previous_step = None
-    # tqdm redraws with carriage returns, so one physical line may hold several screens.
-    pieces = [(piece, True) for line in complete for piece in line.split("\r")]
-    pieces += [(piece, False) for piece in tail.split("\r") if tail]
-    for raw, terminated in pieces:
+    for raw, terminated in _console_pieces(lines):
         line = clean_console_line(raw)
         if not line:
             continue
@@ -188,19 +204,20 @@ def parse_jsonl_text(text: str, path: Path = Path("<text>")) -> ParsedLog:
 def parse_file(path: str | Path) -> ParsedLog:
     """Parse one log file, choosing the reader by suffix (`.jsonl` is the file logger, anything else console)."""
     path = Path(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
     if path.suffix in JSONL_SUFFIXES:
-        return parse_jsonl_text(text, path)
-    return parse_console_text(text, path)
+        return parse_jsonl_text(path.read_bytes().decode("utf-8", errors="replace"), path)
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as lines:  # split on \n only, keep \r
+        return parse_console_lines(lines, path)
 
 
 def find_log_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus every *.log / *.jsonl below each directory (sorted, no duplicates)."""
+    """Files named directly, plus every *.log / *.jsonl below each directory but outside wandb/ (sorted, unique)."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for pattern in SEARCH_GLOBS for p in path.rglob(pattern) if p.is_file())
+            found += sorted(p for pattern in SEARCH_GLOBS for p in path.rglob(pattern)
+                            if p.is_file() and SKIPPED_DIRS.isdisjoint(p.relative_to(path).parts[:-1]))
         elif path.is_file():
             found.append(path)
         else:

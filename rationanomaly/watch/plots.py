@@ -9,6 +9,7 @@ compare at a glance; the timing breakdown cannot be overlaid, so it gets one pan
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import cycle
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,7 @@ def _timing_panel(axes: Axes, run: Run) -> None:
     stages = timing_stages(run)
     steps = list(run.steps)
     bottom = np.zeros(len(steps))
-    others = iter(STAGE_COLOURS * 3)
+    others = cycle(STAGE_COLOURS)  # a run may log more stages than there are colours
     for key in stages:
         top = bottom + np.array([run.steps[step].get(key, 0.0) for step in steps])
         reward = key == REWARD_TIME_KEY
