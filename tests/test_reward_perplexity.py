@@ -219,3 +219,79 @@ def test_score_responses_on_real_rationales_equals_per_sample_scores(public_data
     batch = score_responses(responses, truths, **kwargs)
     for got, response, truth in zip(batch, responses, truths, strict=True):
         assert got == pytest.approx(compute_reward(response, truth, **kwargs), rel=FP32_TOLERANCE, abs=1e-9)
+
+
+def test_micro_batcher_hands_a_wrong_length_result_to_every_caller_instead_of_hanging():
+    started, release = threading.Event(), threading.Event()
+
+    def short_by_one(texts):
+        started.set()
+        release.wait()
+        return [0.0] * (len(texts) - 1)
+
+    batcher = MicroBatcher(short_by_one, batch_size=8)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher, "a")
+        started.wait()
+        rest = [pool.submit(batcher, text) for text in ("b", "c")]
+        while len(batcher._pending) < 2:
+            threading.Event().wait(0.001)
+        release.set()
+        for future in (first, *rest):  # each caller gets the error; none spins on a request nobody finishes
+            with pytest.raises(RuntimeError, match="returned 1 values for 2 texts|returned 0 values for 1 texts"):
+                future.result(timeout=30)
+    assert batcher._pending == []
+
+
+class _FakeRay:
+    """Just enough of `ray` for ray_worker_gpu: an initialised runtime inside a named actor."""
+
+    def __init__(self, actor_name):
+        self.actor_name = actor_name
+
+    def is_initialized(self):
+        return True
+
+    def get_runtime_context(self):
+        return self
+
+    def get_actor_name(self):
+        return self.actor_name
+
+
+@pytest.mark.parametrize(
+    ("actor_name", "gpus", "want"),
+    [
+        ("reward_loop_worker_5", 8, 5),
+        ("reward_loop_worker_11", 8, 3),
+        ("reward_loop_worker_5", 1, None),  # one GPU: nothing to spread
+        (None, 8, None),  # not an actor
+    ],
+)
+def test_ray_reward_workers_spread_over_the_visible_gpus(monkeypatch, actor_name, gpus, want):
+    import sys
+
+    from rationanomaly.reward.perplexity import ray_worker_gpu
+
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay(actor_name))
+    assert ray_worker_gpu(gpus) == want
+
+
+def test_auto_device_in_a_ray_reward_worker_names_its_gpu(monkeypatch):
+    import sys
+
+    import torch
+
+    from rationanomaly.reward.perplexity import resolve_device
+
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay("reward_loop_worker_6"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_device("auto") == "cuda:2"
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay(None))  # not an actor: the current GPU, as before
+    assert resolve_device("auto") == "cuda"
+
+
+def test_float32_output_layer_shares_the_tied_embedding_instead_of_a_copy(tiny_gpt2_dir):
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
+    assert model._head_weight.data_ptr() == model._body.get_input_embeddings().weight.data_ptr()

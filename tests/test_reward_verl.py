@@ -162,3 +162,13 @@ def test_verl_run_cli_scores_parquet_rollouts_like_the_direct_call(tmp_path, tin
     assert result["mean_by_kind"]["flipped_label"]["score"] == pytest.approx(0.1 - 1 / 0.15)
     assert result["mean_by_kind"]["no_tags"]["score"] == pytest.approx(-1.0 - 1 / 0.15)
     assert "8 sample rollouts scored by verl's reward manager" in capsys.readouterr().out
+
+
+def test_rollouts_as_data_proto_works_with_a_tokenizer_without_a_pad_token(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+    tokenizer.pad_token = None  # as Llama-2's own tokenizer ships
+    assert tokenizer.pad_token_id is None
+    data = rollouts_as_data_proto(tokenizer, RESPONSES[:2], [TRUTH] * 2)
+    assert data.batch["responses"].shape[0] == 2

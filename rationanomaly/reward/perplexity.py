@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +35,28 @@ _BATCHERS: dict[tuple[str, str, str, int], MicroBatcher] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def ray_worker_gpu(gpu_count: int) -> int | None:
+    """The GPU for this process when it is verl's reward worker `reward_loop_worker_<i>` and several GPUs show.
+
+    Those Ray actors request no GPU, so Ray (2.60 here) leaves CUDA_VISIBLE_DEVICES unset and all 8 of them
+    would otherwise pile their model copies and CUDA contexts onto GPU 0; worker i takes GPU i % count.
+    """
+    ray = sys.modules.get("ray")  # never imported here: only a process that already runs Ray can be a worker
+    if gpu_count < 2 or ray is None or not ray.is_initialized():
+        return None
+    match = re.fullmatch(r".*?(\d+)", ray.get_runtime_context().get_actor_name() or "")
+    return None if match is None else int(match.group(1)) % gpu_count
+
+
 def resolve_device(device: str) -> str:
-    """`auto` means cuda when a GPU is visible, else cpu (as the reference's own helper did)."""
+    """`auto` means cuda when a GPU is visible (spread over GPUs in verl's reward workers), else cpu."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        index = ray_worker_gpu(torch.cuda.device_count())
+        return "cuda" if index is None else f"cuda:{index}"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RewardConfigError(f"reward option device={device!r} but no CUDA device is visible; use device=cpu")
     return device
@@ -72,6 +90,7 @@ class PerplexityModel:
         self.device = device
         self.dtype = dtype
         self._lock = threading.Lock()
+        model = model.to(device)  # first: in fp32 the (tied) output layer then shares the body's weights
         head = model.get_output_embeddings()
         weight = head.weight.detach().float()
         bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
@@ -82,9 +101,9 @@ class PerplexityModel:
             weight = weight - weight.mean(dim=0, keepdim=True)
             bias = None if bias is None else bias - bias.mean()
             model = model.to(torch.bfloat16)
-        self._body = model.base_model.to(device).eval()
-        self._head_weight = weight.to(device)
-        self._head_bias = None if bias is None else bias.to(device)
+        self._body = model.base_model.eval()
+        self._head_weight = weight
+        self._head_bias = bias
         self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.prefix = None if prefix is None else self._encode_prefix(prefix)
@@ -109,12 +128,12 @@ class PerplexityModel:
 
     def perplexities(self, texts: Sequence[str], batch_size: int) -> list[float]:
         """exp(mean next-token loss) per text; sorted by length into batches so padding stays small."""
-        ids = [self.token_ids(text) for text in texts]
-        thinks = [self.think_ids(tokens) for tokens in ids]
-        cached = [index for index, think in enumerate(thinks) if think is not None]
-        full = [index for index, think in enumerate(thinks) if think is None]
-        result = [math.nan] * len(ids)
-        with self._lock:
+        with self._lock:  # the fast tokenizer is not safe to share between threads either
+            ids = [self.token_ids(text) for text in texts]
+            thinks = [self.think_ids(tokens) for tokens in ids]
+            cached = [index for index, think in enumerate(thinks) if think is not None]
+            full = [index for index, think in enumerate(thinks) if think is None]
+            result = [math.nan] * len(ids)
             for group, rows, score in (
                 (cached, thinks, self._cached_batch_perplexities),
                 (full, ids, self._batch_perplexities),
@@ -286,9 +305,13 @@ class MicroBatcher:
         with self._pending_lock:
             batch = self._pending[: self.batch_size]
             del self._pending[: self.batch_size]
+        if not batch:
+            return
         try:
-            values = self.score_batch([request.text for request in batch])
-        except BaseException as error:  # handed to every waiting caller, each re-raises it
+            values = list(self.score_batch([request.text for request in batch]))
+            if len(values) != len(batch):
+                raise RuntimeError(f"perplexity scorer returned {len(values)} values for {len(batch)} texts")
+        except BaseException as error:  # handed to every caller of the batch, each re-raises it
             for request in batch:
                 request.error, request.done = error, True
             return

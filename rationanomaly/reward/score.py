@@ -145,10 +145,13 @@ def compute_reward(
         parse_ground_truth(ground_truth)
     except GroundTruthError as error:
         raise GroundTruthError(f"{_sample_name(extra_info)}: {error}") from None
-    scorer = None
-    if _uses_perplexity(config):
-        scorer = perplexity_scorer(config.ppl_model, config.device, config.dtype, config.batch_size)
-    return score_response(response, ground_truth, config, scorer)
+    return score_response(response, ground_truth, config, _scorer(config) if _uses_perplexity(config) else None)
+
+
+@lru_cache(maxsize=8)
+def _scorer(config: RewardConfig) -> Callable[[str], float]:
+    """perplexity_scorer for a config, looked up once: no path resolution or global lock per call."""
+    return perplexity_scorer(config.ppl_model, config.device, config.dtype, config.batch_size)
 
 
 def score_responses(

@@ -24,6 +24,9 @@ from rationanomaly.response import extract_answer, extract_think
 
 ADAPTER = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
 PROMPT_TEXT = "Classify the given log entries."
+# A broken hook (kwargs lost, tags stripped) moves a score by >= 0.1; verl scores one text per forward pass
+# and the direct call batches, which in fp32 moves the perplexity term by ~1e-6 of the perplexity.
+MAX_DIFFERENCE = 1e-4
 
 
 def compose_reward_config(model_dir: str | Path, reward_kwargs: Mapping[str, object], extra: Sequence[str] = ()):
@@ -57,11 +60,13 @@ def rollouts_as_data_proto(tokenizer, responses: Sequence[str], ground_truths: S
     from verl import DataProto
 
     prompt = tokenizer(PROMPT_TEXT, return_tensors="pt")["input_ids"][0]
+    # Llama-2's tokenizer has no pad token; the value never matters, the attention mask hides it
+    pad_id = next((token for token in (tokenizer.pad_token_id, tokenizer.eos_token_id) if token is not None), 0)
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in responses]
     width = max(1, *(len(ids) for ids in encoded))
     responses_ids, masks = [], []
     for ids in encoded:
-        padded = torch.full((width,), tokenizer.pad_token_id, dtype=torch.long)
+        padded = torch.full((width,), pad_id, dtype=torch.long)
         padded[: len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask = torch.zeros(len(prompt) + width, dtype=torch.long)
         mask[: len(prompt) + len(ids)] = 1
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run_reward_check(args.parquet, args.model, {"ppl_model": args.ppl_model}, args.out, args.rows)
     print((args.out / "summary.txt").read_text(encoding="utf-8"), end="")  # noqa: T201
-    if not math.isfinite(result["max_abs_difference"]) or result["max_abs_difference"] > 1e-6:
+    if not math.isfinite(result["max_abs_difference"]) or result["max_abs_difference"] > MAX_DIFFERENCE:
         print(f"error: verl's scores differ from the direct call by {result['max_abs_difference']:.3g}")  # noqa: T201
         return 1
     return 0
