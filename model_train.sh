@@ -63,6 +63,10 @@ SFT_EPOCHS=${SFT_EPOCHS:-3}                           # ours
 # parquet folds the system prompt into the user turn (<<SYS>> block), so none arises. True only if a real
 # tokenizer splits a turn boundary differently; the pre-flight then still checks that no message is lost.
 SFT_IGNORE_MISMATCH=${SFT_IGNORE_MISMATCH:-False}
+# ours: verl's SFT dataset templates [user, user] to find the per-turn prefix, which Llama-2-chat's own template
+# refuses ("Conversation roles must alternate"); this file renders the same Llama-2 format without that check.
+# A template file, or `model` for BASE_MODEL's own template.
+SFT_CHAT_TEMPLATE=${SFT_CHAT_TEMPLATE:-rationanomaly/train/llama2_chat_template.jinja}
 
 # Derived once. Ablations change the reward options, the GRPO start model and the output folder
 # (a separate folder, or resume_mode=auto would continue the full run's checkpoints).
@@ -85,6 +89,11 @@ EXPERIMENT_NAME=${EXPERIMENT_NAME:-rationanomaly_grpo${suffix}}
 OUTPUT_DIR=${OUTPUT_DIR:-targets/RationAnomaly${suffix}}         # reference run: targets/RationAnomaly
 SFT_OUTPUT_DIR=${SFT_OUTPUT_DIR:-targets/RationAnomaly-SFT}
 STAMP=$(date +%Y%m%d_%H%M%S)
+GRPO_METRICS=$OUTPUT_DIR/${EXPERIMENT_NAME}_$STAMP.jsonl   # verl's `file` logger (VERL_FILE_LOGGER_PATH)
+if (( NNODES > 1 )) && [[ "$STAGE" == all ]]; then
+    echo "STAGE=all does not chain over several nodes: run STAGE=sft on every node (NODE_RANK 0 exports), then STAGE=grpo once on the head node" >&2
+    exit 2
+fi
 if [[ "$ATTN_IMPL" == auto ]]; then
     if "$PYTHON" -c 'import flash_attn' 2>/dev/null; then ATTN_IMPL=flash_attention_2; else ATTN_IMPL=sdpa; fi
 fi
@@ -93,7 +102,23 @@ REWARD_FILE=$PWD/verl/utils/reward_score/RationAnomaly/__init__.py
 if [[ "$PPL_MODEL" != none && "$PPL_MODEL" != /* ]]; then PPL_MODEL=$PWD/$PPL_MODEL; fi
 export WANDB_MODE=${WANDB_MODE:-offline}              # reference run: wandb offline
 export WANDB_DIR=${WANDB_DIR:-$LOG_DIR}
+if [[ "$WANDB_DIR" != /* ]]; then WANDB_DIR=$PWD/$WANDB_DIR; fi
+if [[ "$GRPO_METRICS" != /* ]]; then GRPO_METRICS=$PWD/$GRPO_METRICS; fi
+if (( NNODES > 1 )); then  # Ray may place the TaskRunner and workers on any node, whatever its cwd
+    for knob in TRAIN_FILES VAL_FILES GRPO_MODEL OUTPUT_DIR; do
+        if [[ "${!knob}" != /* && "${!knob}" != \[* ]]; then printf -v "$knob" '%s' "$PWD/${!knob}"; fi
+    done
+fi
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
+if [[ "$SFT_CHAT_TEMPLATE" != model && "$STAGE" != grpo ]]; then
+    if [[ ! -f "$SFT_CHAT_TEMPLATE" ]]; then
+        echo "SFT_CHAT_TEMPLATE=$SFT_CHAT_TEMPLATE is not a file; point it at a Jinja chat template or set SFT_CHAT_TEMPLATE=model" >&2
+        exit 2
+    fi
+    # read by verl's config through ${oc.env:...} on every torchrun rank (a template is no Hydra override value)
+    RATIONANOMALY_SFT_CHAT_TEMPLATE=$(<"$SFT_CHAT_TEMPLATE")
+    export RATIONANOMALY_SFT_CHAT_TEMPLATE
+fi
 
 grpo_overrides() {  # $1: the model GRPO starts from
     overrides=(
@@ -144,6 +169,13 @@ grpo_overrides() {  # $1: the model GRPO starts from
         trainer.total_epochs="$TOTAL_EPOCHS"
     )
     if [[ -n "$RAY_NUM_CPUS" ]]; then overrides+=(ray_kwargs.ray_init.num_cpus="$RAY_NUM_CPUS"); fi
+    if (( NNODES > 1 )); then  # a cluster started by `ray start` does not see this shell's environment
+        local name
+        for name in WANDB_MODE WANDB_DIR TOKENIZERS_PARALLELISM; do
+            overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=${!name}")
+        done
+        overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$GRPO_METRICS")
+    fi
     overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
 }
 
@@ -175,6 +207,9 @@ sft_overrides() {
         trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
         trainer.nnodes="$NNODES"
     )
+    if [[ "$SFT_CHAT_TEMPLATE" != model ]]; then
+        overrides+=("model.custom_chat_template=\${oc.env:RATIONANOMALY_SFT_CHAT_TEMPLATE,null}")
+    fi
     overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
 }
 
@@ -229,6 +264,10 @@ sft_run() {
     fi
     mkdir -p "$LOG_DIR" "$SFT_OUTPUT_DIR"
     VERL_FILE_LOGGER_PATH=$metrics "${cmd[@]}" 2>&1 | tee "$log"
+    if (( NNODES > 1 )) && [[ "$NODE_RANK" != 0 ]]; then
+        echo "node $NODE_RANK done; node 0 exports $SFT_MODEL (SFT_OUTPUT_DIR must be on a shared filesystem)"
+        return
+    fi
     CHECKPOINTS=$SFT_OUTPUT_DIR TARGET_DIR=$SFT_MODEL OVERWRITE=$OVERWRITE PYTHON=$PYTHON bash model_export.sh
 }
 
@@ -240,13 +279,12 @@ grpo_check() {  # $1: the model GRPO starts from (or a stand-in with the same to
 grpo_run() {  # $1: the model GRPO starts from
     grpo_overrides "$1"
     local cmd=("$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}")
-    local metrics=$OUTPUT_DIR/${EXPERIMENT_NAME}_$STAMP.jsonl
     local log=$LOG_DIR/verl_grpo_rationanomaly_$STAMP.log   # reference run's console log name
-    echo "GRPO command (console log $log, metrics $metrics):"
+    echo "GRPO command (console log $log, metrics $GRPO_METRICS):"
     show_command "${cmd[@]}"
     if [[ "$DRY_RUN" == 1 ]]; then return; fi
     mkdir -p "$LOG_DIR" "$OUTPUT_DIR"
-    VERL_FILE_LOGGER_PATH=$metrics "${cmd[@]}" 2>&1 | tee "$log"
+    VERL_FILE_LOGGER_PATH=$GRPO_METRICS "${cmd[@]}" 2>&1 | tee "$log"
 }
 
 # Every stage is checked before anything trains; for `all` the GRPO check stands the base model in for

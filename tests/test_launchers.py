@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rationanomaly.paths import REPO_ROOT
-from rationanomaly.train.tiny_run import build_dry_run_inputs, recorded_calls
+from rationanomaly.train.tiny_run import build_dry_run_inputs, recorded_calls, strict_template_model
 
 LAUNCHERS = sorted(REPO_ROOT.glob("*.sh"))
 REWARD_FILE = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
@@ -222,6 +222,55 @@ def run_launcher(knobs: dict[str, str], *args: str) -> subprocess.CompletedProce
     return subprocess.run(["bash", str(REPO_ROOT / "model_train.sh"), *args], env=env, capture_output=True, text=True)
 
 
+def test_stage_all_over_several_nodes_is_refused_with_one_line(tmp_path):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "STAGE": "all", "NNODES": "2"}, tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "STAGE=sft on every node" in result.stderr
+    assert calls == []
+
+
+def test_multi_node_sft_exports_on_node_zero_only(tmp_path, dry_run_inputs):
+    knobs = {**dry_run_inputs, "STAGE": "sft", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1",
+             "SFT_MODEL": str(tmp_path / "sft-merged"), "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"),
+             "LOG_DIR": str(tmp_path / "logs")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight", "verl.trainer.sft_trainer"]
+    assert "--node_rank=1" in calls[1][0] and "--master_addr=10.0.0.1" in calls[1][0]
+    assert not (tmp_path / "sft-merged").exists()
+
+
+def test_multi_node_grpo_hands_the_logging_environment_to_the_ray_cluster(tmp_path, dry_run_inputs):
+    # workers of a cluster started by `ray start` inherit that shell's environment, not the launcher's
+    knobs = {**dry_run_inputs, "NNODES": "2", "LOG_DIR": str(tmp_path / "logs"), "OUTPUT_DIR": str(tmp_path / "out")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    (_, _), (train, env) = calls
+    ray_env = {key.rsplit(".", 1)[1]: value for key, value in as_dict(overrides_of(train)).items()
+               if key.startswith("ray_kwargs.ray_init.runtime_env.env_vars.")}
+    assert ray_env["WANDB_MODE"] == "offline" and ray_env["TOKENIZERS_PARALLELISM"] == "false"
+    assert ray_env["VERL_FILE_LOGGER_PATH"] == env["VERL_FILE_LOGGER_PATH"]
+    assert Path(ray_env["VERL_FILE_LOGGER_PATH"]).parent == tmp_path / "out"
+    assert Path(ray_env["WANDB_DIR"]) == tmp_path / "logs"
+
+
+def test_multi_node_grpo_passes_absolute_paths(tmp_path):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "NNODES": "2"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    overrides = as_dict(overrides_of(calls[0][0]))
+    for key, relative in [("data.train_files", "datasets/bgl_train.parquet"),
+                          ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),
+                          ("trainer.default_local_dir", "targets/RationAnomaly")]:
+        assert overrides[key] == str(REPO_ROOT / relative)
+
+
+def test_multi_node_grpo_dry_run_composes_the_ray_environment(dry_run_inputs):
+    result = run_launcher({**dry_run_inputs, "NNODES": "2", "DRY_RUN": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 per node x 2 nodes = 4" in result.stdout
+    assert "env_vars.VERL_FILE_LOGGER_PATH=" in result.stdout
+
+
 def test_grpo_dry_run_passes_on_cpu_and_prints_reward_knobs_and_numbers(dry_run_inputs):
     result = run_launcher(dry_run_inputs, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -243,6 +292,25 @@ def test_sft_dry_run_passes_on_cpu_and_prints_lora_and_steps(dry_run_inputs):
     assert "rank 32 alpha 16 targets all-linear" in result.stdout
     assert "15 per epoch x 3 epochs = 45" in result.stdout
     assert "-m verl.trainer.sft_trainer" in result.stdout
+
+
+def test_sft_dry_run_works_with_a_llama2_template_that_refuses_two_user_turns(tmp_path, dry_run_inputs):
+    strict = strict_template_model(dry_run_inputs["BASE_MODEL"], tmp_path / "strict-llama")
+    knobs = {**dry_run_inputs, "BASE_MODEL": strict, "STAGE": "sft", "DRY_RUN": "1"}
+    result = run_launcher(knobs)  # default SFT_CHAT_TEMPLATE: the project's Llama-2 template
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model.custom_chat_template=" in result.stdout
+    result = run_launcher({**knobs, "SFT_CHAT_TEMPLATE": "model"})  # the model's own template
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pre-flight error:")]
+    assert len(errors) == 1 and "SFT_CHAT_TEMPLATE" in errors[0]
+
+
+def test_missing_sft_chat_template_file_is_refused_with_one_line(tmp_path):
+    knobs = {"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "STAGE": "sft", "SFT_CHAT_TEMPLATE": str(tmp_path / "none.jinja")}
+    result, calls = recorded_calls(knobs, tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "SFT_CHAT_TEMPLATE" in result.stderr
+    assert calls == []
 
 
 @pytest.mark.parametrize("override, message", [

@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 
 from rationanomaly.parquet import SFT_SYSTEM_TURN, build_parquet
+from rationanomaly.paths import REPO_ROOT
 from rationanomaly.prompts import COT_SYSTEM_PROMPT
 from rationanomaly.train.preflight import (
     PreflightError,
@@ -19,7 +20,12 @@ from rationanomaly.train.preflight import (
     override_key,
     run_preflight,
 )
-from rationanomaly.train.tiny_run import build_dry_run_inputs, recorded_calls, sample_training_set
+from rationanomaly.train.tiny_run import (
+    build_dry_run_inputs,
+    recorded_calls,
+    sample_training_set,
+    strict_template_model,
+)
 
 
 def replace(overrides: list[str], key: str, value: str) -> list[str]:
@@ -130,6 +136,21 @@ def test_sft_preflight_catches_a_system_turn_a_llama2_template_cannot_render(lau
     with pytest.raises(PreflightError) as error:
         run_preflight("sft", overrides)
     assert message in str(error.value)
+
+
+def test_sft_preflight_names_the_template_fix_for_a_llama2_template_that_refuses_two_user_turns(
+        launcher_overrides, inputs, tmp_path, monkeypatch):
+    # Llama-2-chat's own template raises on [user, user], which verl's SFT dataset templates to find the prefix
+    strict = strict_template_model(inputs["BASE_MODEL"], tmp_path / "strict-llama")
+    overrides = replace(launcher_overrides["sft"], "model.path", strict)
+    monkeypatch.delenv("RATIONANOMALY_SFT_CHAT_TEMPLATE", raising=False)
+    with pytest.raises(PreflightError) as error:
+        run_preflight("sft", overrides)
+    assert "SFT_CHAT_TEMPLATE" in str(error.value) and "roles must alternate" in str(error.value)
+    # the launcher's default: the project's template, handed to verl through the environment
+    template = (REPO_ROOT / "rationanomaly/train/llama2_chat_template.jinja").read_text().rstrip("\n")
+    monkeypatch.setenv("RATIONANOMALY_SFT_CHAT_TEMPLATE", template)
+    assert run_preflight("sft", overrides)["steps"] == "15 per epoch x 3 epochs = 45"
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -44,7 +44,7 @@ LOGGER_PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "ml
 # What a passing pre-flight has proven, per stage (printed with the summary).
 CHECKED = {
     "grpo": "verl composition, validate_config, worker dataclasses, datasets, reward file and options",
-    "sft": "verl composition, engine dataclasses, datasets, chat template keeps every message",
+    "sft": "verl composition, engine dataclasses, chat template applies turn by turn, datasets, every message kept",
 }
 
 # verl loads the training model with this unless override_config.attn_implementation says otherwise.
@@ -289,6 +289,22 @@ def check_sft_sample(dataset, tokenizer) -> None:
                              f"turn when building datasets/sft_*.parquet")
 
 
+def check_chat_template(tokenizer) -> None:
+    """verl's SFT dataset templates [user] and [user, user] to find each turn's prefix (notes §4).
+
+    Llama-2-chat's own template refuses two user turns in a row, so verl cannot even build the dataset.
+    """
+    from verl.utils.tokenizer.chat_template import extract_system_prompt_and_generation
+
+    try:
+        extract_system_prompt_and_generation(tokenizer)
+    except Exception as error:
+        raise PreflightError(f"the chat template of model.path cannot be applied turn by turn as verl's SFT dataset "
+                             f"does ({_one_line(error)}): set SFT_CHAT_TEMPLATE=rationanomaly/train/"
+                             f"llama2_chat_template.jinja (the launcher's default) or another template without "
+                             f"that check") from error
+
+
 def _run_verl_validate(config) -> None:
     """main_ppo's own start: auto_set_device, then validate_config (notes §1)."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -380,6 +396,7 @@ def preflight_sft(config) -> dict[str, Any]:
     model = _convert(config.model, "model")
     for section in ("engine", "optim", "checkpoint", "profiler"):
         _convert(config[section], section)
+    check_chat_template(model.tokenizer)
 
     def sft_dataset(files: list[str]) -> Any:
         return create_sft_dataset(files, data, model.tokenizer, model.processor)

@@ -76,6 +76,28 @@ def build_dry_run_inputs(folder: str | Path, seed: int = 0) -> dict[str, str]:
     }
 
 
+# The turn-alternation check of Llama-2-chat's own template, which the tiny template leaves out.
+ALTERNATION_CHECK = (
+    "{% for message in messages %}{% if message['role'] != 'system' and ((message['role'] == 'user') != "
+    "(loop.index0 % 2 == (1 if messages[0]['role'] == 'system' else 0))) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+def strict_template_model(model: str | Path, folder: str | Path) -> str:
+    """A copy of `model` whose chat template refuses non-alternating turns, as the real Llama-2-chat one does."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(model, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.chat_template = ALTERNATION_CHECK + tokenizer.chat_template
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
+
+
 def recorded_calls(knobs: dict[str, str], folder: str | Path, args: list[str] | None = None,
                    script: str | Path = REPO_ROOT / "model_train.sh") -> tuple[subprocess.CompletedProcess, list]:
     """Run the launcher with a recording stand-in for Python; returns the result and [(argv, env), ...]."""
