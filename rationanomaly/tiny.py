@@ -13,20 +13,10 @@ from rationanomaly.labels import TAGS
 
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 
-# A Llama-2-chat style template (system folded into the first [INST] block), written for this project.
-LLAMA2_CHAT_TEMPLATE = (
-    "{% if messages[0]['role'] == 'system' %}"
-    "{% set system_message = messages[0]['content'] %}{% set turns = messages[1:] %}"
-    "{% else %}{% set system_message = '' %}{% set turns = messages %}{% endif %}"
-    "{% for message in turns %}"
-    "{% if message['role'] == 'user' %}"
-    "{{ bos_token + '[INST] ' }}"
-    "{% if loop.first and system_message %}{{ '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' }}{% endif %}"
-    "{{ message['content'].strip() + ' [/INST]' }}"
-    "{% elif message['role'] == 'assistant' %}"
-    "{{ ' ' + message['content'].strip() + ' ' + eos_token }}"
-    "{% endif %}{% endfor %}"
-)
+# A Llama-2-chat style template (system folded into the first [INST] block), written for this project. The same
+# file is what SFT trains with (model_train.sh: SFT_CHAT_TEMPLATE), so the tiny tokenizer renders prompts like it.
+LLAMA2_CHAT_TEMPLATE_FILE = Path(__file__).parent / "train" / "llama2_chat_template.jinja"
+LLAMA2_CHAT_TEMPLATE = LLAMA2_CHAT_TEMPLATE_FILE.read_text(encoding="utf-8").strip()
 
 DEFAULT_CORPUS = (
     "Classify the given log entries into normal and abnormal categories.",
