@@ -23,8 +23,9 @@ from rationanomaly.samples import SampleFormatError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_INPUTS = [HERE / "trainsets" / "BGL.xlsx", HERE / "trainsets" / "Spirit.xlsx"]
-SHOWN = 5  # unmatched entries printed; the report lists them all
 DEFAULT_OUTPUTS = [HERE / "trainsets" / "BGL_rectified.xlsx", HERE / "trainsets" / "Spirit_rectified.xlsx"]
+SHOWN = 5  # unmatched entries printed; the report lists them all
+REPORT_NAME = "anomaly_patch_report.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,8 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, action="append", help="template sheet or loghub structured CSV "
                         "(repeatable; default: trainsets/BGL.xlsx and trainsets/Spirit.xlsx)")
     parser.add_argument("--output", type=Path, action="append", help="patched file, same format as its --input")
-    parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json")
-    parser.add_argument("--report", type=Path, default=HERE / "trainsets" / "anomaly_patch_report.json")
+    parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json",
+                        help="expert patch JSON (default: datasets/anomaly_patch.json)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help=f"report JSON (default: {REPORT_NAME} beside the first --output)")
     parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
                         help="exact (the reference) or normalized (punctuation/whitespace-insensitive fallback)")
     args = parser.parse_args(argv)
@@ -41,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.input, args.output = DEFAULT_INPUTS, DEFAULT_OUTPUTS
     if args.input is None or args.output is None or len(args.input) != len(args.output):
         parser.error("give one --output per --input (or neither, for the reference's trainsets/ files)")
+    if args.report is None:
+        args.report = args.output[0].parent / REPORT_NAME
     return args
 
 

@@ -19,7 +19,7 @@ import argparse
 import os
 from pathlib import Path
 
-from rationanomaly.distill import API_KEY_ENV, DistillConfig, distill, failures_summary
+from rationanomaly.distill import API_KEY_ENV, DistillConfig, DistillError, distill, failures_summary
 from rationanomaly.io import write_json_atomic
 from rationanomaly.patch import EXACT, MATCH_MODES
 from rationanomaly.rationales import (
@@ -69,6 +69,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except DistillError as error:
+        print(f"error: {error}\n  finished templates are kept in the cache; fix the cause and rerun for the rest")
+        return 2
+    except (FileNotFoundError, ValueError) as error:  # the data errors (format, label) are ValueErrors
+        print(f"error: {error}")
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Join (and distil), write the outputs and print the summary."""
     out = args.output_dir
     templates = [sample for path in args.input for sample in read_templates(path)]
     if args.patch is not None:

@@ -52,10 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    samples = read_samples(args.input)
     outputs = {key: args.output_dir / name for key, name in OUTPUT_NAMES.items()}
-    meta = build_parquet(samples, outputs, load_system_prompt("cot", args.system_prompt),
-                         args.validation_ratio, args.seed, args.sft_system)
+    try:
+        meta = build_parquet(read_samples(args.input), outputs, load_system_prompt("cot", args.system_prompt),
+                             args.validation_ratio, args.seed, args.sft_system)
+    except (FileNotFoundError, ValueError) as error:  # sample format, non-CoT labels, an empty prompt file
+        print(f"error: {error}")
+        return 2
     meta["input"] = str(args.input)
     meta["system_prompt_file"] = None if args.system_prompt is None else str(args.system_prompt)
     write_json_atomic(args.output_dir / "parquet_meta.json", meta)

@@ -12,6 +12,7 @@ yet. A crash can leave a half-written last line; it is cut off when the cache is
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -47,11 +48,11 @@ DISTILL_SYSTEM_PROMPT = (
 
 
 class DistillError(RuntimeError):
-    """A request that cannot succeed by retrying (bad URL, authentication, a malformed server reply)."""
+    """A request that cannot succeed by retrying (wrong URL or model name, authentication, another 4xx)."""
 
 
 class RetryableError(RuntimeError):
-    """A failure worth another try: timeout, connection error, HTTP 429 or 5xx."""
+    """A failure worth another try: timeout, broken connection, HTTP 408/409/425/429/5xx, a reply that is not JSON."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def post_chat(config: DistillConfig, messages: list[dict[str, str]]) -> str:
             raise RetryableError(f"HTTP {error.code}: {detail}") from error
         raise DistillError(f"{request.full_url} answered HTTP {error.code}: {detail}; check the URL, model name "
                            f"and ${API_KEY_ENV}") from error
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+    # http.client.HTTPException: the connection broke mid-reply (IncompleteRead, BadStatusLine); worth a retry.
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
         raise RetryableError(f"{type(error).__name__}: {error}") from error
     try:
         return json.loads(body)["choices"][0]["message"]["content"] or ""

@@ -17,13 +17,14 @@ Errors name the file, the row as a spreadsheet shows it (header = row 1) and the
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from rationanomaly.labels import LabelError, label_to_int, normalize_label
+from rationanomaly.labels import ABNORMAL, NORMAL, LabelError, label_to_int, normalize_label
 from rationanomaly.response import extract_answer
 from rationanomaly.samples import Sample, read_samples
 
@@ -70,6 +71,12 @@ class TemplateSheet(LoadedTable):
         """Number of rows labelled abnormal."""
         return int(self.frame["label"].sum())
 
+    @property
+    def samples(self) -> list[Sample]:
+        """The rows in file order as samples with word labels (NORMAL/ABNORMAL)."""
+        pairs = zip(self.frame["log"], self.frame["label"], strict=True)
+        return [Sample(template, ABNORMAL if label else NORMAL) for template, label in pairs]
+
 
 class StructuredLog(LoadedTable):
     """A loghub structured log: `frame` holds every column as text; duplicates are repeated LineIds."""
@@ -100,10 +107,15 @@ def line_labels(labels: Iterable[str]) -> list[int]:
 
 
 def find_duplicates(keys: Sequence[str], labels: Sequence[str], rows: Sequence[int]) -> tuple[Duplicate, ...]:
-    """Keys that occur more than once, in first-seen order, with their rows and labels."""
+    """Keys that occur more than once, in first-seen order, with their rows and labels.
+
+    Positions are collected only for repeated keys, so a full-size log (millions of unique LineIds) costs a Counter.
+    """
+    repeated = {key for key, count in Counter(keys).items() if count > 1}
     seen: dict[str, list[int]] = {}
     for position, key in enumerate(keys):
-        seen.setdefault(key, []).append(position)
+        if key in repeated:
+            seen.setdefault(key, []).append(position)
     return tuple(
         Duplicate(key, tuple(rows[p] for p in positions), tuple(labels[p] for p in positions))
         for key, positions in seen.items()
@@ -190,7 +202,7 @@ def load_structured_log(path: str | Path) -> StructuredLog:
             raise DataFormatError(f"{path}: row {row} has an empty EventTemplate; parse the log (e.g. with Drain) "
                                   "before loading it")
     duplicates = find_duplicates(list(frame["LineId"]), list(frame["Label"]),
-                                 [spreadsheet_row(i) for i in range(len(frame))])
+                                 range(spreadsheet_row(0), spreadsheet_row(len(frame))))
     _log_duplicates(path, "LineIds", duplicates)
     return StructuredLog(path, frame, duplicates)
 

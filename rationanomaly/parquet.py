@@ -157,9 +157,7 @@ def build_parquet(samples: Sequence[Sample], outputs: dict[str, str | Path], sys
     key is not written). Every sample is checked before anything is written, so a bad one leaves no
     partial output. Returns the metadata (counts, seed, ratio) for the report.
     """
-    for index, sample in enumerate(samples):
-        check_ground_truth(sample, f"sample {index}")
-    split = split_samples(samples, validation_ratio, seed)
+    split = split_samples(samples, validation_ratio, seed)  # checks every sample before anything is written
     parts = {TRAIN: split.train, VALIDATION: split.validation}
     builders = {
         "rl_train": (TRAIN, lambda i, s, name: rl_row(i, name, s, system_prompt)),

@@ -147,9 +147,7 @@ def read_templates(path: str | Path) -> list[Sample]:
     if detect_format(path) != SHEET:
         raise SampleFormatError(f"{path}: expected a template sheet (columns log, label) or sample JSON; for a "
                                 "loghub structured log, build template samples first")
-    frame = load_template_sheet(path).frame
-    return [Sample(log, ABNORMAL if label else NORMAL) for log, label in zip(frame["log"], frame["label"],
-                                                                                  strict=True)]
+    return load_template_sheet(path).samples
 
 
 def rectify_templates(templates: Sequence[Sample], patch_path: str | Path, match: str = EXACT) -> list[Sample]:

@@ -130,12 +130,17 @@ def read_sessions(path: str | Path) -> list[Session]:
         templates, line_labels = record.get("templates"), record.get("line_labels")
         if not isinstance(templates, list) or not isinstance(line_labels, list) or len(templates) != len(line_labels):
             raise SampleFormatError(f"{path}: session {index} needs equally long 'templates' and 'line_labels' lists")
-        session = Session(
-            int(record.get("session_id", index)),
-            int(record.get("first_line", 0)),
-            tuple(str(t) for t in templates),
-            tuple(int(v) for v in line_labels),
-        )
+        try:
+            session = Session(
+                int(record.get("session_id", index)),
+                int(record.get("first_line", 0)),
+                tuple(str(t) for t in templates),
+                tuple(int(v) for v in line_labels),
+            )
+        except (TypeError, ValueError) as error:
+            raise SampleFormatError(f"{path}: session {index} needs integer 'session_id', 'first_line' and "
+                                    f"'line_labels' (0/1) ({error}); rebuild it with datasets/session_builder.py") \
+                from error
         if normalize_label(record["label"]) != session.label:
             raise SampleFormatError(f"{path}: session {index} is labelled {record['label']!r} but its lines say "
                                     f"{session.label!r}")
@@ -234,8 +239,8 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
     from rationanomaly.loaders import load_structured_log  # loaders imports pandas; keep this module light
 
     log = load_structured_log(input_path)
-    frame = log.frame
-    sessions = build_sessions([int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), log.line_labels,
+    frame, labels = log.frame, log.line_labels
+    sessions = build_sessions([int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), labels,
                               window, mode, keep_partial)
     train_all, test = split_chronological(sessions, train_ratio)
     train = train_all if train_anomaly_ratio is None else sample_anomaly_ratio(train_all, train_anomaly_ratio, seed)
@@ -251,7 +256,7 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
     desc = {
         "input": str(input_path),
         "lines": len(frame),
-        "abnormal_lines": sum(log.line_labels),
+        "abnormal_lines": sum(labels),
         "duplicate_line_ids": len(log.duplicates),
         "parameters": {"window": window, "mode": mode, "keep_partial": keep_partial, "train_ratio": train_ratio,
                        "train_anomaly_ratio": train_anomaly_ratio},

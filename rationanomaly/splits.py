@@ -161,14 +161,14 @@ def read_templates(path: str | Path) -> tuple[list[Template], dict]:
     """
     if detect_format(path) == SHEET:
         sheet = load_template_sheet(path)
-        labels = [ABNORMAL if v else NORMAL for v in sheet.frame["label"]]
-        return ([Template(t, label) for t, label in zip(sheet.frame["log"], labels, strict=True)],
+        return ([Template(s.input, s.label) for s in sheet.samples],
                 {"format": SHEET, "duplicates": len(sheet.duplicates)})
     log = load_structured_log(path)
-    derived = template_samples(list(log.frame["EventTemplate"]), log.line_labels)
+    labels = log.line_labels
+    derived = template_samples(list(log.frame["EventTemplate"]), labels)
     warn_mixed(path, derived)
     return ([Template(s.input, s.label) for s in derived.samples],
-            {"format": STRUCTURED, "lines": len(log.frame), "abnormal_lines": sum(log.line_labels),
+            {"format": STRUCTURED, "lines": len(log.frame), "abnormal_lines": sum(labels),
              "duplicate_line_ids": len(log.duplicates), "mixed_labels": len(derived.mixed)})
 
 

@@ -252,3 +252,43 @@ def test_cot_distill_cli_distils_missing_and_rejected_then_joins(tmp_path):
     assert (report["joined"], report["missing"], report["conflicts"]) == (3, 0, 1)
     assert report["distillation"]["distilled"] == 2 and report["distillation"]["seed"] == 0
     assert len(json.loads((out / "distilled.json").read_text())) == 2
+
+
+def test_connection_broken_mid_reply_is_retried(monkeypatch):
+    import http.client
+    import urllib.request
+
+    from rationanomaly.distill import request_with_retries
+
+    class Reply:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return json.dumps({"choices": [{"message": {"content": "fine"}}]}).encode()
+
+    calls = []
+
+    def urlopen(request, timeout):
+        calls.append(request.full_url)
+        if len(calls) == 1:
+            raise http.client.IncompleteRead(b"{\"cho")  # the server hung up halfway through the body
+        return Reply()
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    sleeps = []
+    assert request_with_retries(config("http://127.0.0.1:9/v1"), [], sleeps.append) == "fine"
+    assert len(calls) == 2 and sleeps == [0.5]
+
+
+def test_cot_distill_cli_reports_a_data_error_without_a_traceback(tmp_path, capsys):
+    structured = tmp_path / "structured.csv"
+    structured.write_text("LineId,Label,Content,EventTemplate\n1,-,fan ok,fan <*>\n")
+    spec = spec_from_file_location("cot_distill_cli", REPO_ROOT / "datasets" / "cot_distill.py")
+    cli = module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--input", str(structured), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "error:" in capsys.readouterr().out and not (tmp_path / "out").exists()

@@ -186,3 +186,8 @@ def test_template_sheet_csv_saved_by_excel_with_a_bom_loads(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes("\ufefflog,label\na,1\n".encode())
     assert detect_format(path) == SHEET and list(load_template_sheet(path).frame["log"]) == ["a"]
+
+
+def test_template_sheet_samples_carry_word_labels_in_file_order(tmp_path):
+    sheet = load_template_sheet(write(tmp_path / "s.csv", "log,label\nfan ok <*>,0\ndisk failed <*>,abnormal\n"))
+    assert [(s.input, s.label) for s in sheet.samples] == [("fan ok <*>", "normal"), ("disk failed <*>", "abnormal")]

@@ -290,3 +290,15 @@ def test_public_rationales_build_parquet_that_verl_loads(public_data, tmp_path, 
     sft = _load_sft(paths["sft_validation"], tokenizer, max_length=4096)
     assert all(tokenizer.decode(sft[i]["input_ids"][sft[i]["loss_mask"].bool()]).strip().endswith("</answer> </s>")
                for i in range(len(sft)))
+
+
+def test_parquet_builder_rejects_bare_labels_with_a_message(tmp_path, capsys):
+    samples_path = tmp_path / "train.json"
+    write_samples(samples_path, [Sample("disk failure on <*>", ABNORMAL), Sample("fan ok <*>", NORMAL)])
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("parquet_builder_cli", REPO_ROOT / "datasets" / "parquet_builder.py")
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--input", str(samples_path), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "not a CoT target" in capsys.readouterr().out and not (tmp_path / "o").exists()

@@ -145,6 +145,13 @@ def test_cli_patches_the_sample_and_prints_a_summary(tmp_path, capsys):
     assert "50 templates, 5 matched, 5 changed" in capsys.readouterr().out
 
 
+def test_cli_report_defaults_to_the_output_folder(tmp_path):
+    out = tmp_path / "patched"
+    assert run_cli(["--input", str(SAMPLE_DATA_DIR / "bgl_templates.csv"), "--output", str(out / "bgl.csv"),
+                    "--patch", str(SAMPLE_DATA_DIR / "anomaly_patch.json")]) == 0
+    assert json.loads((out / "anomaly_patch_report.json").read_text())["files"][0]["output"] == str(out / "bgl.csv")
+
+
 def test_cli_with_unpaired_output_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         run_cli(["--input", "a.csv"])

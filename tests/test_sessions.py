@@ -133,6 +133,15 @@ def test_session_file_round_trips(tmp_path):
     assert read_sessions(tmp_path / "s.json") == sessions
 
 
+def test_session_file_with_a_non_integer_field_names_the_session(tmp_path):
+    from rationanomaly.samples import SampleFormatError
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps([{"session_id": "x1", "templates": ["a"], "line_labels": [0], "label": "normal"}]))
+    with pytest.raises(SampleFormatError, match=r"s\.json: session 0 needs integer"):
+        read_sessions(path)
+
+
 def test_build_session_dataset_on_sample_writes_files_and_description(tmp_path):
     desc = build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path, seed=0)
     train, test = read_sessions(tmp_path / TRAIN_FILE), read_sessions(tmp_path / TEST_FILE)
