@@ -8,6 +8,8 @@ locally. Think lengths come from the real R-Log rationales when $RATIONANOMALY_P
 from synthetic text of the same length distribution. Every answer is correct, so every response needs
 the perplexity model (the worst case). Methods run interleaved, chunk by chunk, so a busy machine slows
 all of them alike. Prints responses/s, the ratios, and the perplexity term's deviation from the reference.
+The last row is what verl's reward worker does with the default options: concurrent one-sample calls and
+dtype=auto (bf16 on a CPU with native bf16 when calibration agrees with fp32, else fp32; printed).
 `--no_prefix_cache_rows` adds our batch API with the fixed prefix's key/value cache turned off, side by side.
 """
 
@@ -17,13 +19,13 @@ import argparse
 import json
 import math
 import random
-import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rationanomaly.paths import public_data_dir
+from rationanomaly.response import extract_answer, extract_think
 from rationanomaly.reward import compute_reward, parse_reward_kwargs, score_response, score_responses
 from rationanomaly.reward.perplexity import load_perplexity_model
 
@@ -63,8 +65,7 @@ def rollouts(truths: list[str], seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     pairs = []
     for truth in truths:
-        think = re.search(r"<think>(.*?)</think>", truth, re.DOTALL).group(1)
-        label = re.search(r"<answer>(.*?)</answer>", truth, re.DOTALL).group(1).strip()
+        think, label = extract_think(truth), extract_answer(truth)
         for _ in range(ROLLOUTS):
             cut = max(1, int(len(think) * rng.uniform(0.5, 1.5)))
             text = (think * 2)[:cut]
@@ -147,8 +148,8 @@ def run(pairs, folder: Path, args) -> dict[str, dict]:
             if args.no_prefix_cache_rows
             else {}
         ),
-        f"ours bf16, {args.workers} concurrent callers": lambda chunk: ours_concurrent(
-            chunk, folder, "bfloat16", args.batch_size, args.workers
+        f"ours default (auto), {args.workers} callers": lambda chunk: ours_concurrent(
+            chunk, folder, "auto", args.batch_size, args.workers
         ),
     }
     results = {name: {"seconds": 0.0, "perplexity": []} for name in methods}
@@ -191,7 +192,7 @@ def report(results: dict, pairs, folder: Path, source: str, wall: float, args) -
     from rationanomaly.reward.components import PPL_PREFIX, perplexity_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    thinks = [re.search(r"<think>(.*?)</think>", response, re.DOTALL).group(1) for response, _ in pairs]
+    thinks = [extract_think(response) for response, _ in pairs]
     tokens = [len(tokenizer(perplexity_text(think))["input_ids"]) for think in thinks]
     print(
         f"{len(pairs)} responses from {source}; think {sum(map(len, thinks)) / len(thinks):.0f} chars, "
@@ -199,6 +200,10 @@ def report(results: dict, pairs, folder: Path, source: str, wall: float, args) -
         f"{len(tokenizer(PPL_PREFIX)['input_ids'])}); torch threads {args.threads}, "
         f"batch_size {args.batch_size}; whole run {wall:.0f} s"
     )
+    auto = load_perplexity_model(folder, "cpu", "auto")
+    measured = auto.calibrated_deviation
+    note = "" if measured is None else f" ({measured:.2g} from fp32 on the calibration texts)"
+    print(f"dtype=auto on this CPU: {auto.dtype}{note}")
     reference = results["reference (reload per call, fp32)"]
     base_rate = len(pairs) / reference["seconds"]
     print(f"{'method':<36} {'resp/s':>8} {'x ref':>6} {'max |dterm|':>12} {'max rel dterm':>14}")

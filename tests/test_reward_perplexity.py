@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rationanomaly.reward import FETCH_COMMAND, RewardConfigError, compute_reward, score_responses
+from rationanomaly.reward import FETCH_COMMAND, RewardConfigError, compute_reward, perplexity, score_responses
+from rationanomaly.reward import score as score_module
 from rationanomaly.reward.components import PPL_PREFIX
 from rationanomaly.reward.perplexity import (
     MicroBatcher,
     PerplexityModel,
     _Request,
     load_perplexity_model,
-    perplexity_scorer,
 )
 
 TEXTS = [
@@ -132,9 +132,119 @@ def test_bfloat16_stays_within_one_percent_of_float32(tiny_gpt2_dir):
 
 
 def test_model_is_loaded_once_per_path_device_dtype(tiny_gpt2_dir):
-    first = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="auto")
+    first = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
     assert load_perplexity_model(str(tiny_gpt2_dir), device="cpu", dtype="float32") is first
     assert load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="bfloat16") is not first
+
+
+@pytest.fixture
+def fresh_models(monkeypatch):
+    """An empty process-wide model cache, so dtype=auto decides again; returns it."""
+    models = {}
+    monkeypatch.setattr(perplexity, "_MODELS", models)
+    return models
+
+
+def test_auto_dtype_takes_bf16_on_a_bf16_cpu_when_calibration_agrees(tiny_gpt2_dir, fresh_models, monkeypatch):
+    monkeypatch.setattr(perplexity, "cpu_has_native_bf16", lambda: True)
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="auto")
+    assert model.dtype == "bfloat16"
+    assert 0 < model.calibrated_deviation <= perplexity.BF16_MAX_DEVIATION  # measured, and bf16 really ran
+    assert load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="bfloat16") is model
+    assert {key[2] for key in fresh_models} == {"auto", "bfloat16"}  # the fp32 calibration copy is not kept
+
+
+def test_auto_dtype_keeps_fp32_and_warns_when_bf16_deviates_too_much(tiny_gpt2_dir, fresh_models, monkeypatch, caplog):
+    monkeypatch.setattr(perplexity, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(perplexity, "BF16_MAX_DEVIATION", 0.0)
+    with caplog.at_level("WARNING", logger=perplexity.__name__):
+        model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="auto")
+    assert model.dtype == "float32" and model.calibrated_deviation > 0
+    assert "using float32" in caplog.text and "bfloat16 deviates" in caplog.text
+    assert load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32") is model
+
+
+def test_auto_dtype_is_float32_without_native_bf16_and_skips_calibration(tiny_gpt2_dir, fresh_models, monkeypatch):
+    monkeypatch.setattr(perplexity, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(perplexity, "calibration_texts", lambda: pytest.fail("calibrated without bf16"))
+    model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="auto")
+    assert model.dtype == "float32" and model.calibrated_deviation is None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "native", "expected"),
+    [
+        ("auto", "cpu", True, ("bfloat16", "float32")),
+        ("auto", "cpu", False, ("float32",)),
+        ("auto", "cuda:1", True, ("float32",)),  # a GPU runs DistilGPT-2 fast in fp32: stay exact
+        ("bfloat16", "cpu", False, ("bfloat16",)),  # an explicit dtype is never second-guessed
+        ("float32", "cpu", True, ("float32",)),
+    ],
+)
+def test_dtype_candidates(dtype, device, native, expected, monkeypatch):
+    monkeypatch.setattr(perplexity, "cpu_has_native_bf16", lambda: native)
+    assert perplexity.dtype_candidates(dtype, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx512f avx512_bf16 sha_ni", True), ("fpu amx_bf16 amx_tile", True), ("fpu avx512f avx2", False)],
+)
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert perplexity.cpu_has_native_bf16(cpuinfo) is expected
+    assert perplexity.cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_calibration_texts_are_the_packaged_thinks_in_the_scored_form():
+    texts = perplexity.calibration_texts()
+    assert len(texts) == perplexity.CALIBRATION_TEXTS
+    assert all(text.startswith(PPL_PREFIX) and len(text) > len(PPL_PREFIX) + 100 for text in texts)
+    assert not any("<think>" in text or "</think>" in text for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("values", "reference", "expected"),
+    [
+        ([101.0, 50.0], [100.0, 50.0], 0.01),
+        ([1.0], [1.0], 0.0),
+        ([math.inf], [2.0], math.inf),
+        ([math.nan], [2.0], math.inf),
+    ],
+)
+def test_max_relative_deviation(values, reference, expected):
+    assert perplexity.max_relative_deviation(values, reference) == pytest.approx(expected)
+
+
+def test_length_batches_bound_padding_and_size():
+    lengths = {0: 100, 1: 300, 2: 105, 3: 100, 4: 310, 5: 20, 6: 100, 7: 100}
+    batches = perplexity.length_batches(lengths, batch_size=3)
+    assert batches == [[5], [0, 3, 6], [7, 2], [1, 4]]  # 20 alone; at most 3 per pass; 300 and 310 together
+    for batch in batches:
+        width = max(lengths[index] for index in batch)
+        assert sum(lengths[index] for index in batch) >= (1 - perplexity.MAX_PADDING_SHARE) * width * len(batch)
+    assert perplexity.length_batches({}, 8) == []
+
+
+def test_output_layer_in_vocabulary_blocks_equals_the_reference_way(tiny_gpt2_dir, monkeypatch):
+    """The tiny vocabulary fits one block; with 7-column blocks the running max and rescaled sum are used."""
+    monkeypatch.setattr(perplexity, "VOCAB_BLOCK", 7)
+    got = full_pass_model(tiny_gpt2_dir).perplexities(TEXTS[:4], 8)
+    assert got == pytest.approx(reference_way(tiny_gpt2_dir, TEXTS[:4]), rel=FP32_TOLERANCE)
+
+
+def test_fused_tanh_gelu_replaces_every_gelu_new_and_changes_only_rounding(tiny_gpt2_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    original = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir), dtype="float32").eval()
+    fused = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir), dtype="float32").eval()
+    assert perplexity.fuse_tanh_gelu(fused) == original.config.n_layer
+    assert perplexity.fuse_tanh_gelu(fused) == 0  # nothing left to swap
+    ids = torch.arange(1, 40).unsqueeze(0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(ids).logits, original(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_missing_model_fails_with_the_path_and_the_fetch_command(tmp_path):
@@ -191,13 +301,13 @@ def test_micro_batcher_respects_batch_size_and_passes_errors_to_every_caller():
 def test_concurrent_compute_reward_equals_sequential(tiny_gpt2_dir):
     truth = "<think>The log reports a routine event.</think><answer>normal</answer>"
     responses = [f"<think>The log reports event number {i}.</think><answer>normal</answer>" for i in range(24)]
-    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 6, "device": "cpu"}
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 6, "device": "cpu", "dtype": "float32"}
     sequential = [compute_reward(response, truth, **kwargs) for response in responses]
     with ThreadPoolExecutor(8) as pool:
         concurrent = list(pool.map(lambda response: compute_reward(response, truth, **kwargs), responses))
     for got, want in zip(concurrent, sequential, strict=True):
         assert got == pytest.approx(want, rel=FP32_TOLERANCE)
-    assert perplexity_scorer(tiny_gpt2_dir, "cpu", "float32", 6)._pending == []
+    assert score_module._batcher(score_module.reward_config(kwargs))._pending == []
 
 
 @pytest.mark.realdata
@@ -215,7 +325,7 @@ def test_score_responses_on_real_rationales_equals_per_sample_scores(public_data
     rows = json.loads((public_data / "rlog/AnomalyDetection_with_reason.json").read_text())
     truths = [row["reasoning"] for row in rows if "<think>" in row["reasoning"]][::25]
     responses = truths[1:] + truths[:1]  # another template's rationale, same label or not
-    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 4}
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 4, "dtype": "float32"}
     batch = score_responses(responses, truths, **kwargs)
     for got, response, truth in zip(batch, responses, truths, strict=True):
         assert got == pytest.approx(compute_reward(response, truth, **kwargs), rel=FP32_TOLERANCE, abs=1e-9)
@@ -238,7 +348,7 @@ def test_micro_batcher_hands_a_wrong_length_result_to_every_caller_instead_of_ha
             threading.Event().wait(0.001)
         release.set()
         for future in (first, *rest):  # each caller gets the error; none spins on a request nobody finishes
-            with pytest.raises(RuntimeError, match="returned 1 values for 2 texts|returned 0 values for 1 texts"):
+            with pytest.raises(RuntimeError, match="returned 1 values for 2 items|returned 0 values for 1 items"):
                 future.result(timeout=30)
     assert batcher._pending == []
 
@@ -295,3 +405,28 @@ def test_auto_device_in_a_ray_reward_worker_names_its_gpu(monkeypatch):
 def test_float32_output_layer_shares_the_tied_embedding_instead_of_a_copy(tiny_gpt2_dir):
     model = load_perplexity_model(tiny_gpt2_dir, device="cpu", dtype="float32")
     assert model._head_weight.data_ptr() == model._body.get_input_embeddings().weight.data_ptr()
+
+
+def test_concurrent_compute_reward_calls_are_scored_together_by_one_thread(tiny_gpt2_dir, monkeypatch):
+    """The Python parts run with the forward pass in one thread: no GIL contention, larger batches."""
+    calls = []
+    real = score_module._score_with_config
+
+    def recorded(responses, truths, config):
+        calls.append((threading.get_ident(), len(responses)))
+        return real(responses, truths, config)
+
+    monkeypatch.setattr(score_module, "_score_with_config", recorded)
+    truth = "<think>The log reports a routine event.</think><answer>normal</answer>"
+    responses = [f"<think>The log reports event number {i}.</think><answer>normal</answer>" for i in range(7)]
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 7, "device": "cpu", "dtype": "float32"}
+    batcher = score_module._batcher(score_module.reward_config(kwargs))
+    with ThreadPoolExecutor(7) as pool:
+        with batcher._run_lock:  # as while an earlier batch runs: every call queues up
+            futures = [pool.submit(compute_reward, response, truth, **kwargs) for response in responses]
+            while len(batcher._pending) < len(responses):
+                threading.Event().wait(0.001)
+        results = [future.result(timeout=60) for future in futures]
+    assert [size for _, size in calls[:1]] == [7] and len(calls) == 1
+    for got, want in zip(results, score_responses(responses, [truth] * 7, **kwargs), strict=True):
+        assert got == pytest.approx(want, rel=FP32_TOLERANCE)

@@ -224,7 +224,7 @@ def test_compute_reward_with_the_term_off_reports_perplexity_as_zero():
 
 
 def test_score_responses_equals_one_at_a_time_and_checks_lengths(tiny_gpt2_dir):
-    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 3}
+    kwargs = {"ppl_model": str(tiny_gpt2_dir), "batch_size": 3, "dtype": "float32"}
     responses = [TRUTH, "", TRUTH.replace("routine", "very routine"), "<think></think><answer>normal</answer>"]
     batch = score_responses(responses, [TRUTH] * 4, **kwargs)
     single = [compute_reward(response, TRUTH, **kwargs) for response in responses]

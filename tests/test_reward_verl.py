@@ -10,7 +10,9 @@ import pytest
 from rationanomaly.labels import DATA_SOURCE
 from rationanomaly.reward import REWARD_KEYS, compute_reward
 from rationanomaly.reward.verl_run import (
+    MAX_DIFFERENCE,
     compose_reward_config,
+    largest_difference,
     main,
     mean_by_kind,
     rollouts_as_data_proto,
@@ -31,7 +33,7 @@ RESPONSES = [
 
 def compose(model_dir, ppl_dir, extra=()):
     """verl's ppo_trainer config with our reward keys, composed the way main_ppo does it."""
-    kwargs = {"ppl_model": ppl_dir, "batch_size": 4, "device": "cpu"}
+    kwargs = {"ppl_model": ppl_dir, "batch_size": 4, "device": "cpu", "dtype": "float32"}
     return compose_reward_config(model_dir, kwargs, extra)
 
 
@@ -51,7 +53,7 @@ def verl_setup(tiny_llama_dir, tiny_gpt2_dir):
 
 
 def expected(tiny_gpt2_dir, response):
-    return compute_reward(response, TRUTH, ppl_model=str(tiny_gpt2_dir), batch_size=4, device="cpu")
+    return compute_reward(response, TRUTH, ppl_model=str(tiny_gpt2_dir), batch_size=4, device="cpu", dtype="float32")
 
 
 def test_verl_loader_returns_our_compute_score_with_the_kwargs(verl_setup, tiny_gpt2_dir):
@@ -156,9 +158,9 @@ def test_verl_run_cli_scores_parquet_rollouts_like_the_direct_call(tmp_path, tin
     pd.DataFrame([rl_row(i, "train", s, "system") for i, s in enumerate(samples)]).to_parquet(parquet)
     out = tmp_path / "check"
     assert main(["--parquet", str(parquet), "--model", str(tiny_llama_dir), "--ppl_model", str(tiny_gpt2_dir),
-                 "--out", str(out)]) == 0
+                 "--dtype", "float32", "--out", str(out)]) == 0
     result = json.loads((out / "rewards.json").read_text())
-    assert len(result["rollouts"]) == 8 and result["max_abs_difference"] < 1e-6
+    assert len(result["rollouts"]) == 8 and result["max_difference"] < 1e-6
     assert result["mean_by_kind"]["flipped_label"]["score"] == pytest.approx(0.1 - 1 / 0.15)
     assert result["mean_by_kind"]["no_tags"]["score"] == pytest.approx(-1.0 - 1 / 0.15)
     assert "8 sample rollouts scored by verl's reward manager" in capsys.readouterr().out
@@ -172,3 +174,13 @@ def test_rollouts_as_data_proto_works_with_a_tokenizer_without_a_pad_token(tiny_
     assert tokenizer.pad_token_id is None
     data = rollouts_as_data_proto(tokenizer, RESPONSES[:2], [TRUTH] * 2)
     assert data.batch["responses"].shape[0] == 2
+
+
+def test_largest_difference_is_absolute_for_bounded_parts_and_relative_for_a_large_perplexity_term():
+    direct = [{"score": 1.1, "perplexity": -500.0}, {"score": -7.667, "perplexity": 0.5}]
+    noisy = [{"score": 1.1, "perplexity": -500.1}, {"score": -7.667, "perplexity": 0.5}]  # 2e-4 of the term
+    assert largest_difference(noisy, direct) == pytest.approx(0.1 / 500)
+    assert largest_difference(noisy, direct) < MAX_DIFFERENCE
+    stripped_tags = [{"score": 1.1, "perplexity": -500.0}, {"score": -7.667 + 0.1, "perplexity": 0.5}]
+    assert largest_difference(stripped_tags, direct) > MAX_DIFFERENCE  # a broken hook moves a part by >= 0.1
+    assert largest_difference([], []) == 0.0

@@ -20,7 +20,7 @@ from rationanomaly.reward.components import (
     total_reward,
 )
 from rationanomaly.reward.config import RewardConfig, parse_reward_kwargs
-from rationanomaly.reward.perplexity import load_perplexity_model, perplexity_scorer
+from rationanomaly.reward.perplexity import MicroBatcher, load_perplexity_model
 
 # verl copies every returned key into reward_extra_info and asserts equal lengths: same keys, always.
 REWARD_KEYS = ("score", "format", "answer", "think", "semantic", "length", "perplexity")
@@ -139,19 +139,21 @@ def _sample_name(extra_info: object) -> str:
 def compute_reward(
     response: object, ground_truth: str, *, extra_info: object = None, **reward_kwargs: object
 ) -> dict[str, float]:
-    """One response with verl's reward_kwargs; concurrent calls share micro-batched forward passes."""
+    """One response with verl's reward_kwargs; concurrent calls are scored together (`_batcher`)."""
     config = reward_config(reward_kwargs)
     try:
         parse_ground_truth(ground_truth)
     except GroundTruthError as error:
         raise GroundTruthError(f"{_sample_name(extra_info)}: {error}") from None
-    return score_response(response, ground_truth, config, _scorer(config) if _uses_perplexity(config) else None)
+    if not _uses_perplexity(config):
+        return score_response(response, ground_truth, config, None)
+    return _batcher(config)((response, ground_truth))
 
 
 @lru_cache(maxsize=8)
-def _scorer(config: RewardConfig) -> Callable[[str], float]:
-    """perplexity_scorer for a config, looked up once: no path resolution or global lock per call."""
-    return perplexity_scorer(config.ppl_model, config.device, config.dtype, config.batch_size)
+def _batcher(config: RewardConfig) -> MicroBatcher:
+    """One per config: whichever concurrent caller runs first scores every queued (response, truth) pair."""
+    return MicroBatcher(lambda pairs: _score_with_config(*zip(*pairs, strict=True), config), config.batch_size)
 
 
 def score_responses(
@@ -160,7 +162,13 @@ def score_responses(
     """Many responses at once: one sorted, batched perplexity pass over every think that needs it."""
     if len(responses) != len(ground_truths):
         raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths; pass one per response")
-    config = reward_config(reward_kwargs)
+    return _score_with_config(responses, ground_truths, reward_config(reward_kwargs))
+
+
+def _score_with_config(
+    responses: Sequence[object], ground_truths: Sequence[str], config: RewardConfig
+) -> list[dict[str, float]]:
+    """score_responses for a parsed config: drafts first, then one perplexity call for the thinks that need it."""
     with_perplexity = _uses_perplexity(config)
     drafts = []
     for position, (response, truth) in enumerate(zip(responses, ground_truths, strict=True)):

@@ -24,9 +24,10 @@ from rationanomaly.response import extract_answer, extract_think
 
 ADAPTER = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
 PROMPT_TEXT = "Classify the given log entries."
-# A broken hook (kwargs lost, tags stripped) moves a score by >= 0.1; verl scores one text per forward pass
-# and the direct call batches, which in fp32 moves the perplexity term by ~1e-6 of the perplexity.
-MAX_DIFFERENCE = 1e-4
+# A broken hook (kwargs lost, tags stripped) moves a part by >= 0.1, i.e. >= 0.015 scaled (parts stay within
+# +-6.67 unless the perplexity term is large); verl scores one text per forward pass and the direct call
+# batches, which moves the perplexity by ~1e-6 relative in fp32 and ~2e-4 in bf16 (dtype=auto on a bf16 CPU).
+MAX_DIFFERENCE = 1e-3
 
 
 def compose_reward_config(model_dir: str | Path, reward_kwargs: Mapping[str, object], extra: Sequence[str] = ()):
@@ -126,14 +127,19 @@ def mean_by_kind(kinds: Sequence[str], scores: Sequence[Mapping[str, float]]) ->
 
 
 def largest_difference(left: Sequence[Mapping[str, float]], right: Sequence[Mapping[str, float]]) -> float:
-    """Largest absolute difference over every key of paired score dicts (verl's path vs the direct call)."""
-    return max((abs(a[key] - b[key]) for a, b in zip(left, right, strict=True) for key in a), default=0.0)
+    """Largest difference over every key of paired score dicts (verl's path vs the direct call), scaled by
+    max(1, |direct|): absolute for the bounded parts, relative for a perplexity term in the hundreds (an
+    untrained LM), whose batching noise grows with it."""
+    return max(
+        (abs(a[key] - b[key]) / max(1.0, abs(b[key])) for a, b in zip(left, right, strict=True) for key in a),
+        default=0.0,
+    )
 
 
 def summary_lines(means: Mapping[str, Mapping[str, float]], count: int, difference: float) -> list[str]:
     """A small table of mean rewards per rollout kind, plus the verl-vs-direct check."""
     lines = [f"reward      {count} sample rollouts scored by verl's reward manager with our adapter "
-             f"(max |verl - direct| = {difference:.1e})",
+             f"(max scaled |verl - direct| = {difference:.1e})",
              "            kind            score  format  answer   think  semantic  length  perplexity"]
     for kind, m in means.items():
         lines.append(f"            {kind:<15} {m['score']:6.3f} {m['format']:7.2f} {m['answer']:7.3f} "
@@ -167,7 +173,7 @@ def run_reward_check(parquet: Path, model: Path, reward_kwargs: Mapping[str, obj
         "parquet": str(parquet), "model": str(model), "reward_kwargs": dict(reward_kwargs),
         "rollouts": [{"kind": k, "response": r, "verl": v, "direct": d}
                      for k, r, v, d in zip(kinds, responses, through_verl, direct, strict=True)],
-        "mean_by_kind": means, "max_abs_difference": difference,
+        "mean_by_kind": means, "max_difference": difference,
     }
     write_json_atomic(out / "rewards.json", result)
     write_text_atomic(out / "summary.txt", "\n".join(summary_lines(means, len(responses), difference)) + "\n")
@@ -181,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="actor model folder (its tokenizer is used)")
     parser.add_argument("--ppl_model", "--ppl-model", default="models/distilgpt2", help="perplexity model or none")
     parser.add_argument("--rows", type=int, default=4, help="parquet rows to build rollouts from")
+    parser.add_argument("--device", default="auto", help="reward option device (default auto)")
+    parser.add_argument("--dtype", default="auto", help="reward option dtype (default auto)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "reward_check")
     args = parser.parse_args(argv)
-    result = run_reward_check(args.parquet, args.model, {"ppl_model": args.ppl_model}, args.out, args.rows)
+    reward_kwargs = {"ppl_model": args.ppl_model, "device": args.device, "dtype": args.dtype}
+    result = run_reward_check(args.parquet, args.model, reward_kwargs, args.out, args.rows)
     print((args.out / "summary.txt").read_text(encoding="utf-8"), end="")  # noqa: T201
-    if not math.isfinite(result["max_abs_difference"]) or result["max_abs_difference"] > MAX_DIFFERENCE:
-        print(f"error: verl's scores differ from the direct call by {result['max_abs_difference']:.3g}")  # noqa: T201
+    if not math.isfinite(result["max_difference"]) or result["max_difference"] > MAX_DIFFERENCE:
+        print(f"error: verl's scores differ from the direct call by {result['max_difference']:.3g}")  # noqa: T201
         return 1
     return 0
 
