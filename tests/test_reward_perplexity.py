@@ -17,6 +17,7 @@ from rationanomaly.reward.perplexity import (
     PerplexityModel,
     _Request,
     load_perplexity_model,
+    supports_packing,
 )
 
 TEXTS = [
@@ -51,12 +52,17 @@ def reference_way(folder, texts):
     return values
 
 
-def full_pass_model(folder, dtype="float32"):
-    """The same weights with the prefix cache turned off: every text takes the full, uncached pass."""
+def fresh_model(folder, dtype="float32", **options):
+    """A PerplexityModel outside the process cache, with constructor options (prefix, packed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
-    return PerplexityModel(model, AutoTokenizer.from_pretrained(str(folder)), "cpu", dtype, prefix=None)
+    return PerplexityModel(model, AutoTokenizer.from_pretrained(str(folder)), "cpu", dtype, **options)
+
+
+def full_pass_model(folder, dtype="float32"):
+    """The same weights with the prefix cache turned off: every text takes the full, uncached pass."""
+    return fresh_model(folder, dtype, prefix=None)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +101,34 @@ def test_prefix_cache_equals_the_full_pass_and_the_reference_way(tiny_gpt2_dir):
     got = cached.perplexities(texts, batch_size=3)
     assert got == pytest.approx(full_pass_model(tiny_gpt2_dir).perplexities(texts, 3), rel=FP32_TOLERANCE)
     assert got == pytest.approx(reference_way(tiny_gpt2_dir, texts), rel=FP32_TOLERANCE)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_packed_forward_equals_the_padded_forward_and_the_reference_way(tiny_gpt2_dir, batch_size):
+    texts = [*TEXTS, *(PPL_PREFIX + think for think in BOUNDARY_THINKS), "a log line without the context line"]
+    packed, padded = fresh_model(tiny_gpt2_dir, packed=True), fresh_model(tiny_gpt2_dir, packed=False)
+    got = packed.perplexities([*texts, "x", ""], batch_size)
+    assert got[:-2] == pytest.approx(padded.perplexities(texts, batch_size), rel=FP32_TOLERANCE)
+    assert got[:-2] == pytest.approx(reference_way(tiny_gpt2_dir, texts), rel=FP32_TOLERANCE)
+    assert math.isnan(got[-2]) and math.isnan(got[-1])  # one token or none: nothing is predicted
+    assert padded.perplexities(["x", ""], batch_size) == pytest.approx([math.nan, math.nan], nan_ok=True)
+
+
+def test_packing_is_used_for_gpt2_only(tiny_gpt2_dir, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    gpt2 = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir)).base_model
+    assert supports_packing(gpt2) and fresh_model(tiny_gpt2_dir).packed
+    gpt2.config.scale_attn_by_inverse_layer_idx = True  # an attention variant the packed forward does not mirror
+    assert not supports_packing(gpt2)
+    assert not supports_packing(AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).base_model)
+
+
+def test_another_causal_lm_takes_the_padded_path_with_the_same_numbers(tiny_llama_dir):
+    texts = [PPL_PREFIX + "The log reports a routine event.", PPL_PREFIX + "kernel panic " * 20, "no context line"]
+    llama = fresh_model(tiny_llama_dir)
+    assert not llama.packed and llama.prefix is not None
+    assert llama.perplexities(texts, 2) == pytest.approx(reference_way(tiny_llama_dir, texts), rel=FP32_TOLERANCE)
 
 
 def test_prefix_state_holds_the_prefix_tokens_and_their_summed_loss(tiny_gpt2_dir):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rationanomaly.reward.components import PPL_MAX_TOKENS, PPL_PREFIX, perplexity_text
 from rationanomaly.reward.config import DEFAULT_BATCH_SIZE, RewardConfigError, check_model_folder
+from rationanomaly.reward.packed import packed_hidden_states, supports_packing
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def length_batches(lengths: Mapping[int, int], batch_size: int) -> list[list[int]]:
+def length_batches(
+    lengths: Mapping[int, int], batch_size: int, max_padding: float = MAX_PADDING_SHARE
+) -> list[list[int]]:
     """The keys of `lengths` (index -> token count) sorted by length and cut into forward passes of at most
-    `batch_size` texts whose padding is at most MAX_PADDING_SHARE of the pass's tokens.
+    `batch_size` texts whose padding is at most `max_padding` of the pass's tokens (1.0: no bound).
 
     Why: a padded position costs as much as a real one, and verl's concurrent calls arrive in random
     length order (8 random R-Log thinks pad about 40%); extra passes cost little, since matrix products
@@ -78,7 +81,7 @@ def length_batches(lengths: Mapping[int, int], batch_size: int) -> list[list[int
     real_tokens = 0
     for index in sorted(lengths, key=lengths.__getitem__):
         width, count = lengths[index], len(current) + 1
-        if current and (count > batch_size or real_tokens + width < (1 - MAX_PADDING_SHARE) * width * count):
+        if current and (count > batch_size or real_tokens + width < (1 - max_padding) * width * count):
             batches.append(current)
             current, real_tokens = [], 0
         current.append(index)
@@ -155,9 +158,13 @@ class PerplexityModel:
     """A causal LM and its tokenizer computing the reference's perplexity for many texts at once.
 
     `prefix` is the context line whose states are cached (None: every text takes the full pass).
+    `packed` scores a GPT-2 with the packed forward (packed.py; None: whenever the model supports it),
+    otherwise texts are right-padded to a common width.
     """
 
-    def __init__(self, model, tokenizer, device: str, dtype: str, prefix: str | None = PPL_PREFIX):
+    def __init__(
+        self, model, tokenizer, device: str, dtype: str, prefix: str | None = PPL_PREFIX, packed: bool | None = None
+    ):
         import torch
 
         self.tokenizer = tokenizer
@@ -177,6 +184,7 @@ class PerplexityModel:
             bias = None if bias is None else bias - bias.mean()
             model = model.to(torch.bfloat16)
         self._body = model.base_model.eval()
+        self.packed = supports_packing(self._body) if packed is None else packed
         self._head_weight = weight
         self._head_bias = bias
         self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
@@ -203,18 +211,20 @@ class PerplexityModel:
         return list(ids[len(self.prefix.ids) :])
 
     def perplexities(self, texts: Sequence[str], batch_size: int) -> list[float]:
-        """exp(mean next-token loss) per text, in forward passes of similar lengths (`length_batches`)."""
+        """exp(mean next-token loss) per text, batch_size texts per pass (padded: of similar lengths)."""
         with self._lock:  # the fast tokenizer is not safe to share between threads either
             ids = [self.token_ids(text) for text in texts]
             thinks = [self.think_ids(tokens) for tokens in ids]
             cached = [index for index, think in enumerate(thinks) if think is not None]
-            full = [index for index, think in enumerate(thinks) if think is None]
+            # a text of fewer than 2 tokens predicts nothing: it stays nan, as in the reference's HF loss
+            full = [index for index, think in enumerate(thinks) if think is None and len(ids[index]) > 1]
             result = [math.nan] * len(ids)
             for group, rows, score in (
-                (cached, thinks, self._cached_batch_perplexities),
-                (full, ids, self._batch_perplexities),
+                (cached, thinks, self._packed_cached_perplexities if self.packed else self._cached_batch_perplexities),
+                (full, ids, self._packed_full_perplexities if self.packed else self._batch_perplexities),
             ):
-                for chunk in length_batches({index: len(rows[index]) for index in group}, batch_size):
+                lengths = {index: len(rows[index]) for index in group}
+                for chunk in length_batches(lengths, batch_size, 1.0 if self.packed else MAX_PADDING_SHARE):
                     for index, value in zip(chunk, score([rows[i] for i in chunk]), strict=True):
                         result[index] = value
         return result
@@ -247,7 +257,7 @@ class PerplexityModel:
         return input_ids.to(self.device), mask.to(self.device)
 
     def _cached_batch_perplexities(self, batch: list[list[int]]) -> list[float]:
-        """Think tokens only, attending to the cached prefix; the loss still averages over the full text.
+        """Think tokens only, right-padded, attending to the cached prefix; the loss averages over the full text.
 
         The first think token is predicted from the prefix's last hidden state; positions continue after
         the prefix; each text's mean is (prefix loss sum + its think losses) / (its full length - 1).
@@ -270,13 +280,9 @@ class PerplexityModel:
             ).last_hidden_state
             hidden = torch.cat([prefix.last_hidden.expand(size, 1, -1), hidden[:, :-1]], dim=1)
             scored = mask.bool()
-            rows = torch.arange(size, device=self.device).unsqueeze(1).expand(-1, width)[scored]
+            owners = torch.arange(size, device=self.device).unsqueeze(1).expand(-1, width)[scored]
             losses = self._token_losses(hidden[scored], input_ids[scored])
-            totals = torch.full((size,), prefix.loss_sum, dtype=torch.float64, device=self.device)
-            totals.index_add_(0, rows, losses.double())
-            counts = torch.bincount(rows, minlength=size) + (start - 1)
-            mean_losses = (totals / counts).tolist()
-        return [math.exp(min(loss, MAX_LOG_PERPLEXITY)) for loss in mean_losses]
+        return self._mean_perplexities(losses, owners, size, prefix.loss_sum, start - 1)
 
     def _batch_perplexities(self, batch: list[list[int]]) -> list[float]:
         """One right-padded forward pass; the attention mask keeps padding out of every valid position."""
@@ -287,15 +293,63 @@ class PerplexityModel:
         with torch.inference_mode():
             hidden = self._body(input_ids=input_ids, attention_mask=mask).last_hidden_state
             scored = mask[:, 1:].bool()
-            rows = torch.arange(len(batch), device=self.device).unsqueeze(1).expand(-1, width - 1)[scored]
+            owners = torch.arange(len(batch), device=self.device).unsqueeze(1).expand(-1, width - 1)[scored]
             losses = self._token_losses(hidden[:, :-1][scored], input_ids[:, 1:][scored])
-            totals = torch.zeros(len(batch), dtype=torch.float64, device=self.device)
-            totals.index_add_(0, rows, losses.double())
-            counts = torch.bincount(rows, minlength=len(batch)).clamp(min=1)
-            mean_losses = (totals / counts).tolist()
+        return self._mean_perplexities(losses, owners, len(batch))
+
+    def _packed_cached_perplexities(self, batch: list[list[int]]) -> list[float]:
+        """_cached_batch_perplexities with the packed forward: the same numbers, no padding."""
+        import torch
+
+        prefix = self.prefix
+        start = len(prefix.ids)
+        with torch.inference_mode():
+            hidden = packed_hidden_states(self._body, batch, start, prefix.layers)
+            # row 0: the prefix's last state, predicting each text's first token; row r + 1: packed row r
+            states = torch.cat([prefix.last_hidden.unsqueeze(0), hidden])
+            sources, owners, offset = [], [], 0
+            for owner, tokens in enumerate(batch):
+                sources += [0, *range(offset + 1, offset + len(tokens))]
+                owners += [owner] * len(tokens)
+                offset += len(tokens)
+            losses = self._token_losses(states[sources], self._flat(batch))
+        return self._mean_perplexities(losses, self._flat([owners]), len(batch), prefix.loss_sum, start - 1)
+
+    def _packed_full_perplexities(self, batch: list[list[int]]) -> list[float]:
+        """_batch_perplexities with the packed forward: the same numbers, no padding."""
+        import torch
+
+        with torch.inference_mode():
+            hidden = packed_hidden_states(self._body, batch, 0, ())
+            sources, owners, offset = [], [], 0
+            for owner, tokens in enumerate(batch):
+                sources += range(offset, offset + len(tokens) - 1)
+                owners += [owner] * (len(tokens) - 1)
+                offset += len(tokens)
+            losses = self._token_losses(hidden[sources], self._flat([tokens[1:] for tokens in batch]))
+        return self._mean_perplexities(losses, self._flat([owners]), len(batch))
+
+    def _flat(self, rows: Sequence[Sequence[int]]):
+        """One long tensor of the rows' integers, on the model's device."""
+        import torch
+
+        return torch.tensor([value for row in rows for value in row], dtype=torch.long, device=self.device)
+
+    def _mean_perplexities(self, losses, owners, count: int, base_sum: float = 0.0, base_count: int = 0):
+        """exp(mean loss) per text from per-token losses and their owners (text numbers), in float64.
+
+        `base_sum` and `base_count` add the cached prefix's losses to every text; a text with no
+        predicted token at all gets nan.
+        """
+        import torch
+
+        totals = torch.full((count,), base_sum, dtype=torch.float64, device=self.device)
+        totals.index_add_(0, owners, losses.double())
+        counts = torch.bincount(owners, minlength=count) + base_count
+        means = (totals / counts.clamp(min=1)).tolist()
         return [
-            math.exp(min(loss, MAX_LOG_PERPLEXITY)) if len(tokens) > 1 else math.nan
-            for loss, tokens in zip(mean_losses, batch, strict=True)
+            math.exp(min(mean, MAX_LOG_PERPLEXITY)) if predicted else math.nan
+            for mean, predicted in zip(means, counts.tolist(), strict=True)
         ]
 
     def _token_losses(self, hidden, labels):
