@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "templates), none = no system prompt")
     args = parser.parse_args(argv)
     if not args.input.is_file():
-        parser.error(f"--input {args.input} does not exist; build it with datasets/cot_distill.py (train_cot.json)")
+        parser.error(f"--input {args.input} does not exist; build it with `python datasets/cot_distill.py ... "
+                     f"--output_dir {args.input.parent}` (it writes train_cot.json), or pass --input")
     return args
 
 

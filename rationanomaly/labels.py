@@ -32,16 +32,25 @@ def normalize_label(value: object) -> str:
     """Map 0/1/'normal'/'abnormal' (any case, surrounding spaces) to NORMAL or ABNORMAL.
 
     Template sheets store 0/1, sample JSON stores words; everything downstream speaks words.
-    Floats such as 1.0 come from spreadsheets read by pandas and are accepted when integral.
+    Floats such as 1.0 (or the text "1.0" in a CSV a float column was saved to) are accepted when integral.
     """
     if isinstance(value, bool):
         raise LabelError(f"label {value!r} is a boolean; use 0/1 or normal/abnormal")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     key = str(value).strip().lower()
+    if key not in _LABEL_SPELLINGS:
+        key = _integral_text(key)
     if key not in _LABEL_SPELLINGS:
         raise LabelError(f"label {value!r} is not one of 0, 1, normal, abnormal")
     return _LABEL_SPELLINGS[key]
+
+
+def _integral_text(text: str) -> str:
+    """'1.0' -> '1' (a float column saved to CSV and read back as text); anything else unchanged."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
 
 
 def label_to_int(label: str) -> int:

@@ -14,6 +14,9 @@ from rationanomaly.response import extract_answer, extract_think, tags_in_order
         (0, NORMAL),
         (1, ABNORMAL),
         (1.0, ABNORMAL),  # spreadsheet float
+        ("1.0", ABNORMAL),  # the same float saved to CSV and read as text
+        (" 0.0 ", NORMAL),
+        ("1.00", ABNORMAL),
         ("1", ABNORMAL),
         (" Abnormal ", ABNORMAL),  # case and spaces
         ("NORMAL", NORMAL),
@@ -23,7 +26,7 @@ def test_normalize_label_accepts_the_four_spellings(value, expected):
     assert normalize_label(value) == expected
 
 
-@pytest.mark.parametrize("value", [2, "anomalous", "", None, True, 0.5, "normal."])
+@pytest.mark.parametrize("value", [2, "anomalous", "", None, True, 0.5, "0.5", "2.0", "nan", "inf", "normal."])
 def test_normalize_label_rejects_anything_else(value):
     with pytest.raises(LabelError):
         normalize_label(value)

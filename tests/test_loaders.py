@@ -33,6 +33,7 @@ def write(path, text):
     ("log,label\na <*>,0\nb failed,1\n", [0, 1]),  # 0/1
     ("log,label\na <*>,normal\nb failed, Abnormal \n", [0, 1]),  # words, any case, spaces
     ("label,log,extra\n1,a,x\n", [1]),  # column order and extra columns do not matter
+    ("log,label\na <*>,0.0\nb failed,1.0\n", [0, 1]),  # a float column saved to CSV
 ])
 def test_template_sheet_labels_become_0_1(tmp_path, text, labels):
     sheet = load_template_sheet(write(tmp_path / "t.csv", text))

@@ -114,11 +114,12 @@ def test_packed_forward_equals_the_padded_forward_and_the_reference_way(tiny_gpt
     assert padded.perplexities(["x", ""], batch_size) == pytest.approx([math.nan, math.nan], nan_ok=True)
 
 
-def test_packing_is_used_for_gpt2_only(tiny_gpt2_dir, tiny_llama_dir):
+def test_packing_is_used_for_gpt2_on_a_cpu_only(tiny_gpt2_dir, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
     gpt2 = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir)).base_model
     assert supports_packing(gpt2) and fresh_model(tiny_gpt2_dir).packed
+    assert perplexity.packs_by_default(gpt2, "cpu") and not perplexity.packs_by_default(gpt2, "cuda:1")
     gpt2.config.scale_attn_by_inverse_layer_idx = True  # an attention variant the packed forward does not mirror
     assert not supports_packing(gpt2)
     assert not supports_packing(AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).base_model)

@@ -89,6 +89,11 @@ def length_batches(
     return batches + [current] if current else batches
 
 
+def packs_by_default(body, device: str) -> bool:
+    """Packed forward on a CPU for a model it mirrors; a GPU pads cheaply but would launch kernels per text."""
+    return device == "cpu" and supports_packing(body)
+
+
 def fuse_tanh_gelu(model) -> int:
     """Swap GPT-2's `gelu_new` modules for torch's fused tanh GELU in place; returns how many were swapped.
 
@@ -158,8 +163,8 @@ class PerplexityModel:
     """A causal LM and its tokenizer computing the reference's perplexity for many texts at once.
 
     `prefix` is the context line whose states are cached (None: every text takes the full pass).
-    `packed` scores a GPT-2 with the packed forward (packed.py; None: whenever the model supports it),
-    otherwise texts are right-padded to a common width.
+    `packed` scores a GPT-2 with the packed forward (packed.py; None: `packs_by_default`), otherwise texts
+    are right-padded to a common width.
     """
 
     def __init__(
@@ -184,7 +189,7 @@ class PerplexityModel:
             bias = None if bias is None else bias - bias.mean()
             model = model.to(torch.bfloat16)
         self._body = model.base_model.eval()
-        self.packed = supports_packing(self._body) if packed is None else packed
+        self.packed = packs_by_default(self._body, device) if packed is None else packed
         self._head_weight = weight
         self._head_bias = bias
         self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
