@@ -125,6 +125,16 @@ def test_packing_is_used_for_gpt2_on_a_cpu_only(tiny_gpt2_dir, tiny_llama_dir):
     assert not supports_packing(AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).base_model)
 
 
+@pytest.mark.parametrize(
+    ("packed", "device", "bound"),
+    [(False, "cpu", perplexity.MAX_PADDING_SHARE), (True, "cpu", 1.0), (False, "cuda:0", 1.0), (False, "cuda", 1.0)],
+)
+def test_padding_is_bounded_only_for_a_padded_pass_on_a_cpu(packed, device, bound):
+    assert perplexity.padding_bound(packed, device) == bound
+    # unbounded: sorted by length and cut at batch_size only, however uneven the lengths
+    assert perplexity.length_batches({0: 300, 1: 5, 2: 40}, 2, 1.0) == [[1, 2], [0]]
+
+
 def test_another_causal_lm_takes_the_padded_path_with_the_same_numbers(tiny_llama_dir):
     texts = [PPL_PREFIX + "The log reports a routine event.", PPL_PREFIX + "kernel panic " * 20, "no context line"]
     llama = fresh_model(tiny_llama_dir)

@@ -28,7 +28,7 @@ from rationanomaly.reward.packed import packed_hidden_states, supports_packing
 
 logger = logging.getLogger(__name__)
 
-HEAD_CHUNK_ROWS = 512  # ours: scored positions per output-layer pass; 256 was slower
+HEAD_CHUNK_ROWS = 512  # ours: scored positions per output-layer pass; 256 was slower (before VOCAB_BLOCK)
 VOCAB_BLOCK = 4096  # ours: output columns per block (512 x 4,096 fp32 logits = 8 MB); 1,024-8,192 measured
 MAX_PADDING_SHARE = 0.1  # ours: 0.05 made 5.4 passes per 8 random R-Log thinks, 0.1 made 4.2 (4% padded)
 BF16_MAX_DEVIATION = 1e-2  # issue 3's bound on the perplexity term; dtype=auto keeps fp32 beyond it
@@ -87,6 +87,13 @@ def length_batches(
         current.append(index)
         real_tokens += width
     return batches + [current] if current else batches
+
+
+def padding_bound(packed: bool, device: str) -> float:
+    """The `max_padding` for `length_batches`: bounded only for a padded pass on a CPU, where a padded
+    position costs as much as a real one; packing pads nothing, and a GPU pays more per extra pass
+    (kernel launches) than for padding, so there the texts are only sorted and cut at batch_size."""
+    return MAX_PADDING_SHARE if device == "cpu" and not packed else 1.0
 
 
 def packs_by_default(body, device: str) -> bool:
@@ -190,6 +197,7 @@ class PerplexityModel:
             model = model.to(torch.bfloat16)
         self._body = model.base_model.eval()
         self.packed = packs_by_default(self._body, device) if packed is None else packed
+        self.padding_bound = padding_bound(self.packed, device)
         self._head_weight = weight
         self._head_bias = bias
         self._head_weight_low = self._head_weight.to(torch.bfloat16) if dtype == "bfloat16" else None
@@ -229,7 +237,7 @@ class PerplexityModel:
                 (full, ids, self._packed_full_perplexities if self.packed else self._batch_perplexities),
             ):
                 lengths = {index: len(rows[index]) for index in group}
-                for chunk in length_batches(lengths, batch_size, 1.0 if self.packed else MAX_PADDING_SHARE):
+                for chunk in length_batches(lengths, batch_size, self.padding_bound):
                     for index, value in zip(chunk, score([rows[i] for i in chunk]), strict=True):
                         result[index] = value
         return result
