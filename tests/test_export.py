@@ -174,7 +174,7 @@ def test_lora_export_matches_the_adapter_applied_model(lora_export, tiny_llama_d
 
     root, _ = lora_export
     # verl's merger stores base and adapter in bf16; apply the same rounding to the reference so the only
-    # difference left is the final bf16 rounding of the merged weights (at most one bf16 step)
+    # difference left is the final rounding of the merged weights to bf16: half a step, 2^-8 of the value
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
     adapted = PeftModel.from_pretrained(base, str(root / "lora2" / "reference_adapter"))
     with torch.no_grad():
