@@ -5,6 +5,7 @@
 #   STAGE=all bash model_train.sh                    # SFT -> merge -> GRPO from the merged model
 #   DRY_RUN=1 bash model_train.sh                    # (or --dry-run) validate everything on a CPU, print commands, train nothing
 #   bash model_train.sh trainer.total_epochs=1       # any verl override, appended last
+#   DEVICE=cpu STAGE=all bash model_train.sh         # verl's real SFT and GRPO loops on a CPU (tiny models only)
 # Ablations (paper): ABLATION=no_asymmetric | no_think_reward | no_sft (GRPO from BASE_MODEL);
 # "without RL alignment" is models/RationAnomaly-SFT evaluated directly (ABLATION=no_rl explains).
 set -euo pipefail
@@ -16,6 +17,40 @@ for arg in "$@"; do
 done
 
 STAGE=${STAGE:-grpo}                                  # grpo | sft | all
+DEVICE=${DEVICE:-gpu}                                 # ours: gpu (the reference run) | cpu (tiny models, see below)
+# >>> cpu-profile: DEVICE=cpu runs the same stages with verl's real trainers on the CPU (vLLM's CPU build, the
+# platform module rationanomaly/train/cpu_platform.py loaded through verl's plugin hook). It only sets defaults a
+# CPU can run and adds CPU overrides before the user's; nothing here runs for DEVICE=gpu.
+CPU_MAX_PARAMS=${CPU_MAX_PARAMS:-100000000}           # ours: DEVICE=cpu refuses a bigger model (hours per step)
+CPU_ALLOW_LARGE=${CPU_ALLOW_LARGE:-0}                 # ours: 1 trains a bigger model on the CPU anyway
+if [[ "$DEVICE" == cpu ]]; then
+    N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-1}             # one process: Ray is given one pretend GPU
+    ATTN_IMPL=sdpa                                    # flash-attn needs CUDA
+    RAY_NUM_CPUS=${RAY_NUM_CPUS:-16}                  # Ray CPU slots (not cores): verl's actors need more than 2
+    export VERL_USE_EXTERNAL_MODULES=${VERL_USE_EXTERNAL_MODULES:-rationanomaly.train.cpu_platform}
+    export VERL_PLATFORM=cpu                          # the platform that module registers
+    export VERL_ENGINE_DEVICE=cuda VERL_ENGINE_VENDOR=nvidia  # verl registers its FSDP engines under cuda/nvidia
+    export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}  # GiB of KV cache for vLLM's CPU build
+    export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}   # Ray 2.60 would write ~/.ray/auth_token for a local cluster
+    CPU_GRPO_OVERRIDES=(  # layered on the GPU overrides, before the user's (notes/verl-0.9.1-cpu.md)
+        trainer.device=cpu
+        actor_rollout_ref.actor.strategy=fsdp2             # verl's CPU-capable engine
+        actor_rollout_ref.ref.strategy=fsdp2
+        actor_rollout_ref.model.use_remove_padding=False   # packed sequences need flash-attn's varlen kernels
+        actor_rollout_ref.rollout.enforce_eager=True       # no CUDA graphs
+        +actor_rollout_ref.rollout.enable_sleep_mode=False # vLLM's CPU build has no sleep mode
+        actor_rollout_ref.rollout.free_cache_engine=False
+        actor_rollout_ref.rollout.agent.num_workers=1      # one of each helper actor: 2 cores, not 8 GPUs
+        reward.num_workers=1
+        transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+        +ray_kwargs.ray_init.num_gpus=1                    # the pretend GPU verl's resource pool counts
+        data.dataloader_num_workers=0
+    )
+elif [[ "$DEVICE" != gpu ]]; then
+    echo "unknown DEVICE=$DEVICE; choose gpu or cpu" >&2
+    exit 2
+fi
+# <<< cpu-profile
 DRY_RUN=${DRY_RUN:-0}                                 # 1: pre-flight only (CPU is enough)
 SKIP_PREFLIGHT=${SKIP_PREFLIGHT:-0}                   # ours: 1 skips the pre-flight before a real run
 ABLATION=${ABLATION:-none}                            # none | no_asymmetric | no_think_reward | no_sft | no_rl
@@ -35,6 +70,7 @@ THINK_REWARD=${THINK_REWARD:-true}                    # reference run; false = w
 RAY_NUM_CPUS=${RAY_NUM_CPUS:-}                        # ours: empty lets Ray count the node's CPUs
 ATTN_IMPL=${ATTN_IMPL:-auto}                          # ours: auto = flash_attention_2 if flash-attn imports, else sdpa
 OVERWRITE=${OVERWRITE:-0}                             # ours: 1 lets STAGE=sft replace an existing SFT_MODEL
+REWARD_COMPONENT_METRICS=${REWARD_COMPONENT_METRICS:-true}  # ours: log each reward part per training step
 LOG_DIR=${LOG_DIR:-targets}                           # reference run: console logs under targets/
 # GRPO
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-32}              # reference run
@@ -110,6 +146,12 @@ if (( NNODES > 1 )); then  # Ray may place the TaskRunner and workers on any nod
     done
 fi
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
+# ours: verl 0.9.1 logs the reward parts only at validation; this plugin (verl's register_trainer) adds
+# reward_components/<part>/{mean,max,min} to every training step and otherwise runs verl's stock sync trainer
+if [[ "$REWARD_COMPONENT_METRICS" == true && "$STAGE" != sft ]]; then
+    VERL_USE_EXTERNAL_MODULES=${VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}rationanomaly.train.step_metrics
+    export VERL_USE_EXTERNAL_MODULES
+fi
 if [[ "$SFT_CHAT_TEMPLATE" != model && "$STAGE" != grpo ]]; then
     if [[ ! -f "$SFT_CHAT_TEMPLATE" ]]; then
         echo "SFT_CHAT_TEMPLATE=$SFT_CHAT_TEMPLATE is not a file; point it at a Jinja chat template or set SFT_CHAT_TEMPLATE=model" >&2
@@ -168,11 +210,13 @@ grpo_overrides() {  # $1: the model GRPO starts from
         trainer.val_before_train=false
         trainer.total_epochs="$TOTAL_EPOCHS"
     )
+    if [[ "$REWARD_COMPONENT_METRICS" == true ]]; then overrides+=(trainer.v1.trainer_mode=rationanomaly_sync); fi
+    if [[ "$DEVICE" == cpu ]]; then overrides+=("${CPU_GRPO_OVERRIDES[@]}"); fi  # cpu-profile
     if [[ -n "$RAY_NUM_CPUS" ]]; then overrides+=(ray_kwargs.ray_init.num_cpus="$RAY_NUM_CPUS"); fi
     if (( NNODES > 1 )); then  # a cluster started by `ray start` does not see this shell's environment
         local name
-        for name in WANDB_MODE WANDB_DIR TOKENIZERS_PARALLELISM; do
-            overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=${!name}")
+        for name in WANDB_MODE WANDB_DIR TOKENIZERS_PARALLELISM VERL_USE_EXTERNAL_MODULES; do
+            if [[ -n "${!name-}" ]]; then overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=${!name}"); fi
         done
         overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$GRPO_METRICS")
     fi
@@ -210,6 +254,7 @@ sft_overrides() {
     if [[ "$SFT_CHAT_TEMPLATE" != model ]]; then
         overrides+=("model.custom_chat_template=\${oc.env:RATIONANOMALY_SFT_CHAT_TEMPLATE,null}")
     fi
+    if [[ "$DEVICE" == cpu ]]; then overrides+=(trainer.device=cpu); fi  # cpu-profile
     overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
 }
 
@@ -242,7 +287,16 @@ preflight() {  # $1: stage; the rest: the overrides verl will receive
     fi
 }
 
+# >>> cpu-profile
+cpu_check() {  # $1: stage, $2: model; refuses what cannot train on a CPU, with one line each
+    if [[ "$DEVICE" != cpu ]]; then return; fi
+    "$PYTHON" -m rationanomaly.train.cpu_profile --stage "$1" --model "$2" --max_params "$CPU_MAX_PARAMS" \
+        --allow_large "$CPU_ALLOW_LARGE"
+}
+# <<< cpu-profile
+
 sft_check() {
+    cpu_check sft "$BASE_MODEL"  # cpu-profile
     sft_overrides
     preflight sft "${overrides[@]}"
 }
@@ -272,6 +326,7 @@ sft_run() {
 }
 
 grpo_check() {  # $1: the model GRPO starts from (or a stand-in with the same tokenizer)
+    cpu_check grpo "$1"  # cpu-profile
     grpo_overrides "$1"
     preflight grpo "${overrides[@]}"
 }
