@@ -32,3 +32,18 @@ format: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+# make notebook: model_watch.ipynb in JupyterLab, its kernel this project's .venv (registered inside .venv,
+# not in the home folder). On a remote GPU node: make notebook NOTEBOOK_ARGS="--no-browser --port 8888".
+KERNEL_NAME := rationanomaly
+NOTEBOOK_ARGS ?=
+# Jupyter refuses to run as root unless told; GPU containers often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: kernel notebook
+
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL_NAME) --display-name "Python ($(KERNEL_NAME))"
+
+notebook: kernel
+	$(BIN)/jupyter lab $(ROOT_FLAG) $(NOTEBOOK_ARGS) model_watch.ipynb

@@ -9,14 +9,18 @@ that names its JSONL file (`Creating file logger at PATH`) is merged with it int
 values winning where both have a step.
 
 Nothing here raises on a bad line: a line that looks like a metric record but cannot be read (a
-half-written last line, a broken value, invalid JSON) is skipped and counted in `skipped_lines`;
-other console output (Ray, vLLM, warnings) is counted in `other_lines`.
+half-written last line, a broken value, invalid JSON, a step that is not an integer in
+0..MAX_STEP) is skipped and counted in `skipped_lines`; other console output (Ray, vLLM, warnings)
+is counted in `other_lines`. Inside a readable record, a value that is not a finite number (NaN,
+infinity, null, a magnitude beyond MAX_ABS_VALUE, a boolean flag) is left out of the metrics and
+counted in `skipped_values`: a flag is not a reward, and a NaN point carries nothing a curve can show.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +44,14 @@ _TOTAL_STEPS = re.compile(r"Total training steps:\s*(\d+)")
 # tqdm bar: `Training Progress:  34%|###4      | 51/150 [...]`.
 _PROGRESS = re.compile(r"Training Progress:.*?\|\s*(\d+)/(\d+)")
 _FILE_LOGGER = re.compile(r"Creating file logger at (\S+)")
+# The largest step a record may carry. verl counts optimiser steps from 0 (validation before training);
+# a billion is beyond any run, and larger numbers are corrupt records (a step of 10**30 once crashed
+# matplotlib, which cannot hold it in an int64 axis).
+MAX_STEP = 10**9
+# The largest magnitude a metric may have. No metric verl logs comes near it (a diverged grad norm of
+# 1e20 still passes); beyond it a value is corrupt or overflowed, and values near float's limit break
+# plotting (matplotlib cannot place ticks on an axis spanning -1e308..1e308).
+MAX_ABS_VALUE = 1e30
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class ParsedLog:
     skipped_lines: int = 0
     other_lines: int = 0
     restarts: int = 0
+    skipped_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class Run:
     other_lines: int
     last_update: float | None  # newest modification time of the sources (seconds since the epoch)
     notes: tuple[str, ...] = field(default=())
+    skipped_values: int = 0
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """Steps and values of one metric, only where it was logged."""
@@ -84,34 +98,79 @@ def clean_console_line(line: str) -> str:
     return _RAY_PREFIX.sub("", _ANSI.sub("", line), count=1).strip()
 
 
-def parse_value(text: str) -> float | None:
-    """A console value as a float: `0.5`, `-3`, `nan`, `True`, `np.float64(0.12)`; None if it is not a number."""
+def parse_value(text: str) -> float | bool | None:
+    """A console value as printed: a float (`0.5`, `-3`, `nan`, `np.float64(0.12)`), a bool (`True`), else None.
+
+    None means unreadable (the record is broken); a bool or a non-finite float is readable but is no
+    metric, which `metric_value` decides.
+    """
     text = text.strip()
     wrapped = _NUMPY_SCALAR.match(text)
     if wrapped:
         text = wrapped.group(1).strip()
     if text in ("True", "False"):
-        return 1.0 if text == "True" else 0.0
+        return text == "True"
     try:
         return float(text)
     except ValueError:
         return None
 
 
-def parse_step_line(line: str) -> tuple[int, dict[str, float]] | None:
-    """`step:N - key:value - ...` (already cleaned) as (N, metrics); None if any field is unreadable."""
+def metric_value(value: object) -> float | None:
+    """`value` as a plottable metric: an int or float within +-MAX_ABS_VALUE; None for a bool, NaN, infinity,
+    an absurd magnitude or anything else.
+
+    bool is a subclass of int in Python, so a logged flag would otherwise read as a reward of 1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_ABS_VALUE else None
+
+
+def valid_step(step: object) -> bool:
+    """A step is an int (not a bool) in 0..MAX_STEP; anything else marks a corrupt record."""
+    return isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
+
+
+def step_number(digits: str) -> int | None:
+    """Decimal digits as a step, None beyond MAX_STEP (checked on the length first: Python refuses to
+    convert strings of more than 4,300 digits, so a corrupt line must not reach int())."""
+    if len(digits) > len(str(MAX_STEP)):
+        return None
+    step = int(digits)
+    return step if valid_step(step) else None
+
+
+def parse_step_line(line: str) -> tuple[int, dict[str, float], int] | None:
+    """`step:N - key:value - ...` (already cleaned) as (N, metrics, values left out); None if unreadable.
+
+    Unreadable: no `step:N` record, a step beyond MAX_STEP, or any field without a number. Values that
+    read but are no metric (NaN, infinity, True/False) are left out and counted.
+    """
     record = _STEP_RECORD.match(line)
     if not record:
         return None
+    step = step_number(record.group(1))
+    if step is None:
+        return None
     metrics: dict[str, float] = {}
+    left_out = 0
     fields = record.group(2).split(" - ") if record.group(2) else []
     for item in fields:
         key, sep, raw = item.rpartition(":")
         value = parse_value(raw) if sep and key else None
         if value is None:
             return None
-        metrics[key.strip()] = value
-    return int(record.group(1)), metrics
+        number = metric_value(value)
+        if number is None:
+            left_out += 1
+        else:
+            metrics[key.strip()] = number
+    return step, metrics, left_out
 
 
 def _split_lines(text: str) -> tuple[list[str], str]:
@@ -140,7 +199,7 @@ def parse_console_lines(lines: Iterable[str], path: Path = Path("<text>")) -> Pa
     """parse_console_text() over lines that keep their `\\n` (an open file): a long log is never held whole."""
     steps: dict[int, dict[str, float]] = {}
     total_steps = file_logger_path = None
-    skipped = other = restarts = 0
+    skipped = other = restarts = left_out = 0
     previous_step = None
     for raw, terminated in _console_pieces(lines):
         line = clean_console_line(raw)
@@ -151,7 +210,8 @@ def parse_console_lines(lines: Iterable[str], path: Path = Path("<text>")) -> Pa
             if parsed is None:
                 skipped += 1
                 continue
-            step, metrics = parsed
+            step, metrics, dropped = parsed
+            left_out += dropped
             if previous_step is not None and step <= previous_step:
                 restarts += 1
             previous_step = step
@@ -161,44 +221,58 @@ def parse_console_lines(lines: Iterable[str], path: Path = Path("<text>")) -> Pa
         progress = _PROGRESS.search(line)
         logger_path = _FILE_LOGGER.search(line)
         if total:
-            total_steps = int(total.group(1))
+            total_steps = step_number(total.group(1))
         elif progress:
-            total_steps = int(progress.group(2))
+            total_steps = step_number(progress.group(2))
         elif logger_path:
             file_logger_path = logger_path.group(1)
         else:
             other += 1
-    return ParsedLog(path, "console", dict(sorted(steps.items())), total_steps, file_logger_path, skipped, other,
-                     restarts)
+    return ParsedLog(
+        path, "console", dict(sorted(steps.items())), total_steps, file_logger_path, skipped, other, restarts, left_out
+    )
 
 
-def _numeric_items(data: Mapping) -> dict[str, float]:
-    """Numbers of a JSONL record; strings and nulls (NaN is written as null) are left out."""
-    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, str)}
+def _numeric_items(data: Mapping) -> tuple[dict[str, float], int]:
+    """Metrics of a JSONL record and how many values were left out (bools, NaN, infinity, null).
+
+    Strings and containers are not counted: they are not numbers and never were meant as metrics.
+    """
+    metrics: dict[str, float] = {}
+    left_out = 0
+    for key, value in data.items():
+        number = metric_value(value)
+        if number is not None:
+            metrics[str(key)] = number
+        elif value is None or isinstance(value, (bool, int, float)):
+            left_out += 1
+    return metrics, left_out
 
 
 def parse_jsonl_text(text: str, path: Path = Path("<text>")) -> ParsedLog:
     """Parse verl `file` logger output: one `{"step": N, "data": {...}}` per line."""
     complete, tail = _split_lines(text)
     steps: dict[int, dict[str, float]] = {}
-    skipped = 0
+    skipped = left_out = 0
     for line in complete:
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # invalid JSON, an int over 4,300 digits, absurd nesting
             skipped += 1
             continue
         step = record.get("step") if isinstance(record, dict) else None
         data = record.get("data") if isinstance(record, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool) or not isinstance(data, dict):
+        if not valid_step(step) or not isinstance(data, dict):
             skipped += 1
             continue
-        steps.setdefault(step, {}).update(_numeric_items(data))
+        metrics, dropped = _numeric_items(data)
+        left_out += dropped
+        steps.setdefault(step, {}).update(metrics)
     # The file logger writes unbuffered, so an unterminated tail is a record being written.
     skipped += bool(tail.strip())
-    return ParsedLog(path, "jsonl", dict(sorted(steps.items())), skipped_lines=skipped)
+    return ParsedLog(path, "jsonl", dict(sorted(steps.items())), skipped_lines=skipped, skipped_values=left_out)
 
 
 def parse_file(path: str | Path) -> ParsedLog:
@@ -216,13 +290,19 @@ def find_log_files(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for pattern in SEARCH_GLOBS for p in path.rglob(pattern)
-                            if p.is_file() and SKIPPED_DIRS.isdisjoint(p.relative_to(path).parts[:-1]))
+            found += sorted(
+                p
+                for pattern in SEARCH_GLOBS
+                for p in path.rglob(pattern)
+                if p.is_file() and SKIPPED_DIRS.isdisjoint(p.relative_to(path).parts[:-1])
+            )
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or directory; pass a verl console log, a JSONL "
-                                    "metrics file or a folder holding them (e.g. targets/)")
+            raise FileNotFoundError(
+                f"{path}: no such file or directory; pass a verl console log, a JSONL "
+                "metrics file or a folder holding them (e.g. targets/)"
+            )
     unique: dict[Path, Path] = {}
     for path in found:
         unique.setdefault(path.resolve(), path)
@@ -266,8 +346,10 @@ def merge_logs(group: list[ParsedLog], mtimes: Mapping[Path, float] | None = Non
     for log in group:
         first = next(iter(log.steps), None)
         if log.kind == "jsonl" and first is not None and first > 1:
-            notes.append(f"{log.path.name} starts at step {first}: verl's file logger truncates its file on restart, "
-                         "so earlier steps are only in the console log")
+            notes.append(
+                f"{log.path.name} starts at step {first}: verl's file logger truncates its file on restart, "
+                "so earlier steps are only in the console log"
+            )
     times = [mtimes[log.path] for log in group if mtimes and log.path in mtimes]
     return Run(
         name=group[0].path.stem,
@@ -278,6 +360,7 @@ def merge_logs(group: list[ParsedLog], mtimes: Mapping[Path, float] | None = Non
         other_lines=sum(log.other_lines for log in group),
         last_update=max(times) if times else None,
         notes=tuple(notes),
+        skipped_values=sum(log.skipped_values for log in group),
     )
 
 
@@ -292,13 +375,22 @@ def load_runs(inputs: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
             runs.append(run)
         else:
             names = ", ".join(str(p) for p in run.sources)
-            empty.append(f"{names}: no training step found ({run.skipped_lines} unreadable, "
-                         f"{run.other_lines} other lines)")
+            empty.append(
+                f"{names}: no training step found ({run.skipped_lines} unreadable, {run.other_lines} other lines)"
+            )
     return _distinct_names(runs), empty
 
 
 def _distinct_names(runs: list[Run]) -> list[Run]:
-    """Name runs `<folder>/<stem>` when stems collide (every run writes `train.log`), so legends stay apart."""
+    """Name runs `<folder>/<stem>` when stems collide (every run writes `train.log`), and `<folder>/<file name>`
+    when those collide too (`run.log` beside an unrelated `run.jsonl`), so legends stay apart."""
     stems = [run.name for run in runs]
-    return [replace(run, name=f"{run.sources[0].parent.name}/{run.name}") if stems.count(run.name) > 1 else run
-            for run in runs]
+    named = [
+        replace(run, name=f"{run.sources[0].parent.name}/{run.name}") if stems.count(run.name) > 1 else run
+        for run in runs
+    ]
+    folders = [run.name for run in named]
+    return [
+        replace(run, name=f"{run.sources[0].parent.name}/{run.sources[0].name}") if folders.count(run.name) > 1 else run
+        for run in named
+    ]

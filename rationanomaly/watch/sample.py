@@ -4,9 +4,12 @@ Two runs, so the side-by-side plots have something to compare:
 - `verl_grpo_rationanomaly_20260110.log` (V1 trainer, the default) with its file-logger JSONL
   `RationAnomaly/grpo_bgl.jsonl`: 150 steps planned; it crashed after step 57, resumed from the step-50
   checkpoint (so the JSONL, truncated on restart, starts at 51) and is writing step 121; validation every
-  10 steps logs the reward components; no `timing_s/reward` (V1 scores inside generation).
+  10 steps logs the reward components; every step logs the per-step training components
+  `reward_components/<name>/{mean,max,min}`, whose means add up to `critic/score/mean` as the reward
+  does (format + answer + 0.5 x think); no `timing_s/reward` (V1 scores inside generation).
 - `verl_grpo_rationanomaly_20260112_legacy.log` (legacy trainer, `trainer.use_v1=false`): 40 steps that
-  log `timing_s/reward`, about 65 % of the step as in the reference run's own log (DESIGN.md).
+  log `timing_s/reward`, about 65 % of the step as in the reference run's own log (DESIGN.md), and no
+  per-step components (so the plots show a run that lacks them).
 Both carry what a real console has: ANSI colours, Ray actor prefixes, tqdm bars, numpy reprs, noise,
 a garbled line and (V1) an unterminated last line. Regenerate with `write_sample_logs(folder)`; a
 test checks the committed files match.
@@ -23,6 +26,14 @@ import numpy as np
 
 from rationanomaly.io import write_text_atomic
 from rationanomaly.paths import SAMPLE_DATA_DIR
+from rationanomaly.reward.components import (
+    ANSWER_MATCH,
+    ANSWER_MISMATCH,
+    COMPENSATION,
+    FORMAT_INVALID,
+    FORMAT_VALID,
+    THINK_WEIGHT,
+)
 
 SAMPLE_DIR = SAMPLE_DATA_DIR / "watch"
 V1_LOG = "verl_grpo_rationanomaly_20260110.log"
@@ -58,8 +69,53 @@ def _f(value: float, digits: int = 6) -> np.float64:
     return np.float64(round(float(value), digits))
 
 
-def _step_metrics(rng: np.random.Generator, step: int, legacy: bool) -> dict:
-    """Plausible per-step metrics: reward rises noisily, responses shorten, KL grows, entropy falls."""
+def _training_components(
+    rng: np.random.Generator, progress: float, score: float, score_max: float, score_min: float
+) -> dict:
+    """Per-step `reward_components/<name>/{mean,max,min}` whose means add up to the step's score mean.
+
+    A response's think and its parts are all zero when think is not scored, so the think mean is the
+    sum of the part means; the answer mean is what is left of the score (total = format + answer +
+    THINK_WEIGHT x think, DESIGN.md).
+    """
+    parts = {
+        "semantic": -0.42 + 0.05 * progress + rng.normal(0, 0.01),
+        "length": -0.3 + 0.25 * progress + rng.normal(0, 0.03),
+        "perplexity": 0.35 + 0.1 * progress + rng.normal(0, 0.01),
+    }
+    means = {name: float(_f(value)) for name, value in parts.items()}
+    means["think"] = float(_f(sum(means.values())))
+    means["format"] = float(_f(min(FORMAT_VALID, FORMAT_VALID - 0.5 * (1 - progress) + rng.normal(0, 0.02))))
+    means["answer"] = float(_f(score - means["format"] - THINK_WEIGHT * means["think"]))
+    means["score"] = score
+    spread = {
+        "score": (score_max, score_min),
+        "format": (FORMAT_VALID, FORMAT_INVALID),
+        "answer": (ANSWER_MATCH, ANSWER_MISMATCH / COMPENSATION),
+        "think": (0.95, -1.4),
+        "semantic": (-0.08, -0.5),
+        "length": (0.9, -1.0),
+        "perplexity": (0.74, -0.2),
+    }
+    metrics = {}
+    for name in ("score", "format", "answer", "think", "semantic", "length", "perplexity"):
+        high, low = spread[name]
+        metrics |= {
+            f"reward_components/{name}/mean": _f(means[name]),
+            f"reward_components/{name}/max": _f(high),
+            f"reward_components/{name}/min": _f(low),
+        }
+    return metrics
+
+
+def _step_metrics(
+    rng: np.random.Generator, step: int, legacy: bool, parts_rng: np.random.Generator | None = None
+) -> dict:
+    """Plausible per-step metrics: reward rises noisily, responses shorten, KL grows, entropy falls.
+
+    With `parts_rng` the step also logs the training reward components, drawn from that generator so
+    the other metrics stay what they were before the components existed.
+    """
     progress = 1.0 - math.exp(-step / (25.0 if legacy else 45.0))
     reward = (-3.2 if legacy else -2.6) + (2.4 if legacy else 3.2) * progress + rng.normal(0, 0.35)
     length = 260 - 80 * progress + rng.normal(0, 8)
@@ -92,6 +148,14 @@ def _step_metrics(rng: np.random.Generator, step: int, legacy: bool) -> dict:
         "response_length/clip_ratio": _f(max(0.0, 0.03 - 0.0005 * step)),
         "prompt_length/mean": _f(rng.normal(412, 4), 2),
     }
+    if parts_rng is not None:
+        metrics |= _training_components(
+            parts_rng,
+            progress,
+            float(metrics["critic/score/mean"]),
+            float(metrics["critic/score/max"]),
+            float(metrics["critic/score/min"]),
+        )
     metrics |= {f"timing_s/{name}": _f(value, 4) for name, value in times.items()}
     metrics["timing_s/step"] = _f(step_time, 4)
     metrics["perf/time_per_step"] = _f(step_time, 4)
@@ -123,7 +187,7 @@ _RAY_START = [
 ]
 
 
-def _v1_console_and_jsonl(rng: np.random.Generator) -> tuple[str, str]:
+def _v1_console_and_jsonl(rng: np.random.Generator, parts_rng: np.random.Generator) -> tuple[str, str]:
     """The V1 run: console text (two attempts) and the JSONL left by the second attempt."""
     jsonl_path = f"/home/researcher/RationAnomaly/targets/{V1_JSONL}"
     first, second = "TaskRunnerV1 pid=48213", "TaskRunnerV1 pid=51877"
@@ -132,7 +196,7 @@ def _v1_console_and_jsonl(rng: np.random.Generator) -> tuple[str, str]:
     lines.append(_console_line(first, _progress(0, SAMPLE_TOTAL_STEPS)))
     records: dict[int, dict] = {}
     for step in range(1, V1_LAST_STEP + 1):
-        records[step] = _step_metrics(rng, step, legacy=False)
+        records[step] = _step_metrics(rng, step, legacy=False, parts_rng=parts_rng)
         if step in VALIDATION_STEPS:
             records[step] = _validation_metrics(rng, step) | records[step]
     for step in range(1, V1_CRASH_AFTER + 1):
@@ -155,16 +219,22 @@ def _v1_console_and_jsonl(rng: np.random.Generator) -> tuple[str, str]:
     ]
     # The resumed attempt replays steps 51..57 with new samples.
     for step in range(V1_RESUME_FROM, V1_CRASH_AFTER + 1):
-        records[step] = _step_metrics(rng, step, legacy=False)
+        records[step] = _step_metrics(rng, step, legacy=False, parts_rng=parts_rng)
     for step in range(V1_RESUME_FROM, V1_LAST_STEP + 1):
         lines.append(_console_line(second, format_step_line(step, records[step])))
         if step % 10 == 0:
             lines.append(_console_line(second, _progress(step, SAMPLE_TOTAL_STEPS)))
-    partial = format_step_line(V1_LAST_STEP + 1, _step_metrics(rng, V1_LAST_STEP + 1, legacy=False))
+    partial = format_step_line(
+        V1_LAST_STEP + 1, _step_metrics(rng, V1_LAST_STEP + 1, legacy=False, parts_rng=parts_rng)
+    )
     lines.append(_console_line(second, partial[:150]).rstrip("\n"))
-    jsonl = [json.dumps({"step": s, "data": {k: v.item() if isinstance(v, np.generic) else v
-                                               for k, v in records[s].items()}}, separators=(",", ":"))
-             for s in range(V1_RESUME_FROM, V1_LAST_STEP + 1)]
+    jsonl = [
+        json.dumps(
+            {"step": s, "data": {k: v.item() if isinstance(v, np.generic) else v for k, v in records[s].items()}},
+            separators=(",", ":"),
+        )
+        for s in range(V1_RESUME_FROM, V1_LAST_STEP + 1)
+    ]
     return "".join(lines), "\n".join(jsonl) + "\n"
 
 
@@ -183,7 +253,7 @@ def _legacy_console(rng: np.random.Generator) -> str:
 def sample_texts(seed: int = SAMPLE_SEED) -> dict[str, str]:
     """File name (relative to the sample folder) -> content, the same for the same seed."""
     rng = np.random.default_rng(seed)
-    v1_console, v1_jsonl = _v1_console_and_jsonl(rng)
+    v1_console, v1_jsonl = _v1_console_and_jsonl(rng, np.random.default_rng([seed, 1]))
     return {V1_LOG: v1_console, V1_JSONL: v1_jsonl, LEGACY_LOG: _legacy_console(rng)}
 
 
