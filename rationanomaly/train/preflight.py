@@ -207,7 +207,7 @@ def check_loggers(loggers: Iterable[str]) -> None:
                                  f"pip install {package}, or drop it from trainer.logger")
 
 
-def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: int, n_gpus: int) -> None:
+def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: int, n_gpus: int) -> bool:
     """Batch arithmetic verl checks late (validate_config) or only inside GPU workers (notes §1)."""
     if mini_batch_size > train_batch_size:
         raise PreflightError(f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini_batch_size}) is larger than "
@@ -219,6 +219,7 @@ def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: in
     if (mini_batch_size * rollouts) % n_gpus:
         raise PreflightError(f"ppo_mini_batch_size x rollout.n = {mini_batch_size} x {rollouts} does not divide over "
                              f"{n_gpus} GPUs: choose a GPU count or mini-batch so that it does")
+    return True
 
 
 def check_sft_batches(train_batch_size: int, n_gpus: int) -> None:
@@ -340,7 +341,7 @@ def check_sft_sample(dataset, tokenizer) -> None:
                              f"turn when building datasets/sft_*.parquet")
 
 
-def check_chat_template(tokenizer) -> None:
+def check_chat_template(tokenizer) -> bool:
     """verl's SFT dataset templates [user] and [user, user] to find each turn's prefix (notes §4).
 
     Llama-2-chat's own template refuses two user turns in a row, so verl cannot even build the dataset.
@@ -354,6 +355,7 @@ def check_chat_template(tokenizer) -> None:
                              f"does ({_one_line(error)}): set SFT_CHAT_TEMPLATE=rationanomaly/train/"
                              f"llama2_chat_template.jinja (the launcher's default) or another template without "
                              f"that check") from error
+    return True
 
 
 def _run_verl_validate(config) -> None:
@@ -527,9 +529,10 @@ def preflight_grpo(config, overwrite: bool = False) -> dict[str, Any]:
     validating = validation_on("grpo", trainer, val_files or [])
     if validating and train_files and val_files:
         findings.check(check_held_out, train_files, val_files, "VAL_FILES")
-    findings.check(check_grpo_batches, int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size),
-                   int(arr.rollout.n), n_gpus)
-    findings.check(_run_verl_validate, config)
+    batches_ok = findings.check(check_grpo_batches, int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size),
+                                int(arr.rollout.n), n_gpus)
+    if batches_ok:  # verl's validate_config repeats the same arithmetic in its own words
+        findings.check(_run_verl_validate, config)
     attention = arr.model.get("override_config", {}).get("attn_implementation", VERL_DEFAULT_ATTENTION)
     findings.check(check_attention, attention)
     findings.check(check_loggers, as_list(trainer.logger))
@@ -602,11 +605,10 @@ def preflight_sft(config, overwrite: bool = False, export_target: str | None = N
     model = findings.check(_convert, config.model, "model") if model_dir else None
     for section in ("engine", "optim", "checkpoint", "profiler"):
         findings.check(_convert, config[section], section)
-    if model is not None:
-        findings.check(check_chat_template, model.tokenizer)
+    template_ok = model is not None and findings.check(check_chat_template, model.tokenizer)
 
     def dataset(files: list[str] | None, key: str) -> Any:
-        if model is None or not files:
+        if not template_ok or not files:  # verl's SFT dataset applies the chat template: it would fail the same way
             return None
         return findings.check(_load_dataset, lambda: create_sft_dataset(files, data, model.tokenizer, model.processor),
                               key)
