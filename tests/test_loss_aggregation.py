@@ -16,15 +16,13 @@ ratio is 1, so d(policy loss)/d(log-prob of a token) = -advantage x (that token'
 from __future__ import annotations
 
 import pytest
+import torch
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.workers.config import FSDPActorConfig
+from verl.workers.utils.losses import ppo_loss
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("verl")
-
-from tensordict import TensorDict  # noqa: E402
-from verl.trainer.ppo.core_algos import agg_loss  # noqa: E402
-from verl.utils import tensordict_utils as tu  # noqa: E402
-from verl.workers.config import FSDPActorConfig  # noqa: E402
-from verl.workers.utils.losses import ppo_loss  # noqa: E402
+from verl.utils import tensordict_utils as tu
 
 PROMPT_TOKENS = 1
 REFERENCE_MODE = "seq-mean-token-mean"  # what model_train.sh passes (LOSS_AGG_MODE)
