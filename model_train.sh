@@ -74,7 +74,7 @@ TOTAL_EPOCHS=${TOTAL_EPOCHS:-2}                       # reference run
 SAVE_FREQ=${SAVE_FREQ:-10}                            # reference run (~81 GB per 7B checkpoint: see the pre-flight)
 TEST_FREQ=${TEST_FREQ:--1}                            # reference run (no validation); 10 also logs the reward components
 # CoT-SFT (the paper gives no SFT hyperparameters; these are ours)
-SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 2,000 samples -> 62 steps per epoch
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 1,494 public-data samples -> 46 steps per epoch
 SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-1}  # ours
 SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-4096}                # ours: system + log + CoT stay far below this
 LORA_RANK=${LORA_RANK:-32}                            # ours

@@ -200,6 +200,7 @@ def test_gpu_section_data_steps_cover_the_recipe():
 def test_gpu_section_runs_on_the_public_data_up_to_the_dry_run(public_data, tmp_path):
     """The GPU recipe's data commands as written (loghub's BGL 2k sample standing in for the full BGL.log,
     no teacher: R-Log's rationales only), then its pre-flight on tiny models against the parquet they wrote."""
+    from rationanomaly.train.checkpoints import save_steps
     from rationanomaly.train.tiny_run import build_dry_run_inputs
 
     public_data = public_data.resolve()  # the commands run in another folder
@@ -218,6 +219,16 @@ def test_gpu_section_runs_on_the_public_data_up_to_the_dry_run(public_data, tmp_
     assert meta["train"] == 149 and meta["validation"] == 0  # R-Log's share; the teacher adds the other 1,345
     assert len(json.loads((root / "runs" / "cot" / "missing.json").read_text())) == 1345, report
     assert (root / "datasets" / "testsets" / "BGL_test_sessions.json").is_file()
+    # the step numbers README quotes are the ones the documented run writes (every template distilled)
+    rows = sum(len(json.loads((root / "datasets" / "testsets" / f"{name}_train.json").read_text()))
+               for name in ("BGL", "Spirit"))
+    per_epoch = rows // 32  # data.train_batch_size and SFT_BATCH_SIZE
+    grpo, sft = save_steps(per_epoch * 2, 10, save_last=False), save_steps(per_epoch * 3, per_epoch, save_last=True)
+    assert (rows, per_epoch, grpo[-2:], sft) == (1494, 46, (90, 92), (46, 92, 138))
+    text = readme_text()
+    assert "46 steps per\nepoch, 138 in all, checkpoints at steps 46, 92 and 138" in text
+    assert "46 steps per epoch, 92 in all, checkpoints at\nsteps 10, 20, ..., 90 and 92" in text
+    assert "STEP=90 bash model_export.sh" in text and 90 in grpo
     # the launcher reads the parquet the recipe wrote (its defaults), with tiny models in place of the 7B ones
     knobs = build_dry_run_inputs(tmp_path / "tiny")
     knobs = {key: value for key, value in knobs.items() if key not in ("TRAIN_FILES", "SFT_TRAIN_FILES")}
