@@ -674,26 +674,31 @@ def format_summary(stage: str, values: Mapping[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def quiet_verl(verbose: bool) -> Iterator[io.StringIO]:
+def quiet_verl(held: io.StringIO, verbose: bool) -> Iterator[None]:
     """Hold back what verl and its imports print while the checks run, so the verdict comes last.
 
     On a CPU login node verl warns about every missing accelerator and optional engine, and `datasets`
-    draws progress bars; none of it is the verdict. The held-back text is printed before the verdict
-    (with --verbose it streams as it comes).
+    draws progress bars; none of it is the verdict. Everything else lands in `held`, which the caller
+    prints before the verdict (with `verbose` it streams as it comes). The root logger's handlers are
+    restored afterwards.
     """
-    held = io.StringIO()
     if verbose:
         logging.basicConfig(level=logging.WARNING)
-        yield held
+        yield
         return
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
-        with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
-            logging.basicConfig(level=logging.WARNING, force=True)  # a handler writing to `held`
-            for handler in logging.getLogger().handlers:
-                handler.addFilter(_not_platform_noise)
-            yield held
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    handler = logging.StreamHandler(held)
+    handler.addFilter(_not_platform_noise)
+    root.handlers, root.level = [handler], logging.WARNING
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+            with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
+                yield
+    finally:
+        root.handlers, root.level = saved
 
 
 def _not_platform_noise(record: logging.LogRecord) -> bool:
@@ -715,14 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="stream verl's own output instead of holding it back")
     parser.add_argument("overrides", nargs="*", help="verl Hydra overrides, as model_train.sh passes them")
     args = parser.parse_args(argv)
+    held = io.StringIO()
     try:
         if args.overrides_only:
             check_overrides_only(args.stage, args.overrides, args.overwrite, args.export_target)
             return 0
-        with quiet_verl(args.verbose) as held:
+        with quiet_verl(held, args.verbose):
             values = run_preflight(args.stage, args.overrides, args.overwrite, args.export_target)
     except PreflightError as error:
-        sys.stderr.write(held.getvalue() if "held" in locals() else "")
+        sys.stderr.write(held.getvalue())
         for message in error.messages:
             print(f"pre-flight error: {message}", file=sys.stderr)  # noqa: T201
         if len(error.messages) > 1:
