@@ -4,8 +4,12 @@
 #   STAGE=sft bash model_train.sh                    # CoT-SFT (LoRA), then merge the adapter -> models/RationAnomaly-SFT
 #   STAGE=all bash model_train.sh                    # SFT -> merge -> GRPO from the merged model
 #   DRY_RUN=1 bash model_train.sh                    # (or --dry-run) validate everything on a CPU, print commands, train nothing
+#   RESUME=1 bash model_train.sh                     # continue the run whose checkpoints are in the output folder
 #   bash model_train.sh trainer.total_epochs=1       # any verl override, appended last
 #   DEVICE=cpu STAGE=all bash model_train.sh         # verl's real SFT and GRPO loops on a CPU (tiny models only)
+#   bash model_train.sh --help                       # this text and every knob with its default
+# A run starts fresh: the pre-flight refuses an output folder that already holds checkpoints unless RESUME=1
+# (continue them) or OVERWRITE=1 (delete them first), and prints the steps, the checkpoint steps and their size.
 # Ablations (paper): ABLATION=no_asymmetric | no_think_reward | no_sft (GRPO from BASE_MODEL);
 # "without RL alignment" is models/RationAnomaly-SFT evaluated directly (ABLATION=no_rl explains).
 set -euo pipefail
@@ -13,7 +17,15 @@ cd "$(dirname "$0")"
 
 user_overrides=()
 for arg in "$@"; do
-    if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else user_overrides+=("$arg"); fi
+    case "$arg" in
+        --help|-h)  # the header above, then every knob with its default
+            sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+            echo "Knobs (environment variables, default after :-):"
+            grep -E '^[A-Z_]+=\$\{[A-Z_]+:-' "$0" | sed 's/^/  /'
+            exit 0 ;;
+        --dry-run) DRY_RUN=1 ;;
+        *) user_overrides+=("$arg") ;;
+    esac
 done
 
 STAGE=${STAGE:-grpo}                                  # grpo | sft | all
@@ -51,16 +63,20 @@ elif [[ "$DEVICE" != gpu ]]; then
     exit 2
 fi
 # <<< cpu-profile
-DRY_RUN=${DRY_RUN:-0}                                 # 1: pre-flight only (CPU is enough)
+DRY_RUN=${DRY_RUN:-0}                                 # 1 (true, yes): pre-flight only (CPU is enough)
 SKIP_PREFLIGHT=${SKIP_PREFLIGHT:-0}                   # ours: 1 skips the pre-flight before a real run
+RESUME=${RESUME:-0}                                   # ours: 1 continues the checkpoints in the output folder
 ABLATION=${ABLATION:-none}                            # none | no_asymmetric | no_think_reward | no_sft | no_rl
 PYTHON=${PYTHON:-python}
 BASE_MODEL=${BASE_MODEL:-models/llama-2-7b-chat-hf}   # reference run: Llama-2-7B-chat
 SFT_MODEL=${SFT_MODEL:-models/RationAnomaly-SFT}      # ours: the CoT-SFT model with its LoRA adapter merged
 TRAIN_FILES=${TRAIN_FILES:-datasets/bgl_train.parquet}          # reference run
-VAL_FILES=${VAL_FILES:-datasets/bgl_validation.parquet}         # reference run
+# reference run: no validation (TEST_FREQ=-1), so every training sample trains; verl still builds a validation
+# dataset, which then gets the training file and never scores it. TEST_FREQ > 0 defaults to the held-out
+# datasets/bgl_validation.parquet (python datasets/parquet_builder.py --validation_ratio 0.1 writes it).
+VAL_FILES=${VAL_FILES:-}
 SFT_TRAIN_FILES=${SFT_TRAIN_FILES:-datasets/sft_train.parquet}  # ours: messages format for verl's SFT trainer
-SFT_VAL_FILES=${SFT_VAL_FILES:-datasets/sft_val.parquet}        # ours
+SFT_VAL_FILES=${SFT_VAL_FILES:-}                                # ours: empty = no SFT validation, every sample trains
 N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}                 # reference run
 NNODES=${NNODES:-1}                                   # reference run
 PROJECT_NAME=${PROJECT_NAME:-RationAnomaly}           # reference run
@@ -69,7 +85,8 @@ ANSWER_SCHEME=${ANSWER_SCHEME:-reference}             # reference run; plain = w
 THINK_REWARD=${THINK_REWARD:-true}                    # reference run; false = without thinking reward
 RAY_NUM_CPUS=${RAY_NUM_CPUS:-}                        # ours: empty lets Ray count the node's CPUs
 ATTN_IMPL=${ATTN_IMPL:-auto}                          # ours: auto = flash_attention_2 if flash-attn imports, else sdpa
-OVERWRITE=${OVERWRITE:-0}                             # ours: 1 lets STAGE=sft replace an existing SFT_MODEL
+OVERWRITE=${OVERWRITE:-0}                             # ours: 1 deletes earlier checkpoints in the output folder first
+                                                      # and lets STAGE=sft replace an earlier export in SFT_MODEL
 REWARD_COMPONENT_METRICS=${REWARD_COMPONENT_METRICS:-true}  # ours: log each reward part per training step
 LOG_DIR=${LOG_DIR:-targets}                           # reference run: console logs under targets/
 # GRPO
@@ -78,6 +95,11 @@ PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-8}         # reference run
 PPO_MICRO_BATCH_SIZE_PER_GPU=${PPO_MICRO_BATCH_SIZE_PER_GPU:-1}  # reference run
 ACTOR_LR=${ACTOR_LR:-4e-7}                            # reference run
 KL_COEF=${KL_COEF:-0.001}                             # reference run (actor KL loss, low_var_kl)
+# reference run: its verl fork averaged the policy and KL loss over each response's own tokens, then over the
+# responses (micro-batches of one sequence, accumulated), so every response weighs the same; verl 0.9.1's
+# token-mean divides by the tokens of the whole mini-batch instead, so long responses weigh more. verl 0.9.1's
+# seq-mean-token-mean reproduces the reference (tests/test_loss_aggregation.py); token-mean is verl's default.
+LOSS_AGG_MODE=${LOSS_AGG_MODE:-seq-mean-token-mean}
 ROLLOUT_N=${ROLLOUT_N:-16}                            # reference run
 TEMPERATURE=${TEMPERATURE:-0.9}                       # reference run
 MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-2048}          # reference run
@@ -85,10 +107,10 @@ MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-1024}      # reference run
 GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.8} # reference run
 TENSOR_PARALLEL=${TENSOR_PARALLEL:-1}                 # reference run
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-2}                       # reference run
-SAVE_FREQ=${SAVE_FREQ:-10}                            # reference run
+SAVE_FREQ=${SAVE_FREQ:-10}                            # reference run (~81 GB per 7B checkpoint: see the pre-flight)
 TEST_FREQ=${TEST_FREQ:--1}                            # reference run (no validation); 10 also logs the reward components
 # CoT-SFT (the paper gives no SFT hyperparameters; these are ours)
-SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 2,000 samples -> 62 steps per epoch
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}                  # ours: 1,494 public-data samples -> 46 steps per epoch
 SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-1}  # ours
 SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-4096}                # ours: system + log + CoT stay far below this
 LORA_RANK=${LORA_RANK:-32}                            # ours
@@ -103,6 +125,43 @@ SFT_IGNORE_MISMATCH=${SFT_IGNORE_MISMATCH:-False}
 # refuses ("Conversation roles must alternate"); this file renders the same Llama-2 format without that check.
 # A template file, or `model` for BASE_MODEL's own template.
 SFT_CHAT_TEMPLATE=${SFT_CHAT_TEMPLATE:-rationanomaly/train/llama2_chat_template.jinja}
+
+# Knobs are checked before any shell arithmetic (an arithmetic context would execute a crafted value).
+flag_knob() {  # $1: knob name; rewrites a yes/no value to 1 or 0
+    local value=${!1}
+    case "${value,,}" in
+        1|true|yes|on) printf -v "$1" 1 ;;
+        0|false|no|off|"") printf -v "$1" 0 ;;
+        *) echo "$1=$value is not a yes/no value; use 1, true or yes (or 0, false, no)" >&2; exit 2 ;;
+    esac
+}
+number_knob() {  # $1: knob name, $2: regex, $3: what it must be
+    if [[ ! "${!1}" =~ $2 ]]; then echo "$1=${!1} is not $3; set a plain number" >&2; exit 2; fi
+}
+for knob in DRY_RUN SKIP_PREFLIGHT RESUME OVERWRITE REWARD_COMPONENT_METRICS; do flag_knob "$knob"; done
+if [[ "$RESUME" == 1 && "$OVERWRITE" == 1 ]]; then
+    echo "RESUME=1 continues the checkpoints that OVERWRITE=1 would delete; set one of them" >&2
+    exit 2
+fi
+for knob in N_GPUS_PER_NODE NNODES TRAIN_BATCH_SIZE PPO_MINI_BATCH_SIZE PPO_MICRO_BATCH_SIZE_PER_GPU ROLLOUT_N \
+            MAX_PROMPT_LENGTH MAX_RESPONSE_LENGTH TENSOR_PARALLEL TOTAL_EPOCHS SFT_BATCH_SIZE \
+            SFT_MICRO_BATCH_SIZE_PER_GPU SFT_MAX_LENGTH LORA_RANK LORA_ALPHA SFT_EPOCHS; do
+    number_knob "$knob" '^[1-9][0-9]*$' "a whole number >= 1"
+done
+for knob in SAVE_FREQ TEST_FREQ; do number_knob "$knob" '^(-1|[0-9]+)$' "a whole number (or -1 for off)"; done
+for knob in ACTOR_LR KL_COEF TEMPERATURE GPU_MEMORY_UTILIZATION SFT_LR; do
+    number_knob "$knob" '^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$' "a non-negative number"
+done
+if [[ -n "$RAY_NUM_CPUS" ]]; then number_knob RAY_NUM_CPUS '^[1-9][0-9]*$' "a whole number >= 1"; fi
+if [[ "$DEVICE" == cpu ]]; then  # cpu-profile
+    flag_knob CPU_ALLOW_LARGE; number_knob CPU_MAX_PARAMS '^[1-9][0-9]*$' "a whole number >= 1"  # cpu-profile
+fi  # cpu-profile
+if [[ -n "${NODE_RANK:-}" ]]; then number_knob NODE_RANK '^[0-9]+$' "a whole number"; fi
+if [[ -n "${MASTER_PORT:-}" ]]; then number_knob MASTER_PORT '^[1-9][0-9]*$' "a port number"; fi
+if [[ -z "$VAL_FILES" ]]; then
+    if (( TEST_FREQ > 0 )); then VAL_FILES=datasets/bgl_validation.parquet; else VAL_FILES=$TRAIN_FILES; fi
+fi
+RESUME_MODE=$([[ "$RESUME" == 1 ]] && echo auto || echo disable)   # verl's default `auto` would reuse any old run
 
 # Derived once. Ablations change the reward options, the GRPO start model and the output folder
 # (a separate folder, or resume_mode=auto would continue the full run's checkpoints).
@@ -148,7 +207,7 @@ fi
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 # ours: verl 0.9.1 logs the reward parts only at validation; this plugin (verl's register_trainer) adds
 # reward_components/<part>/{mean,max,min} to every training step and otherwise runs verl's stock sync trainer
-if [[ "$REWARD_COMPONENT_METRICS" == true && "$STAGE" != sft ]]; then
+if [[ "$REWARD_COMPONENT_METRICS" == 1 && "$STAGE" != sft ]]; then
     VERL_USE_EXTERNAL_MODULES=${VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}rationanomaly.train.step_metrics
     export VERL_USE_EXTERNAL_MODULES
 fi
@@ -181,6 +240,7 @@ grpo_overrides() {  # $1: the model GRPO starts from
         actor_rollout_ref.actor.use_kl_loss=True
         actor_rollout_ref.actor.kl_loss_coef="$KL_COEF"
         actor_rollout_ref.actor.kl_loss_type=low_var_kl
+        actor_rollout_ref.actor.loss_agg_mode="$LOSS_AGG_MODE"
         actor_rollout_ref.actor.fsdp_config.param_offload=True
         actor_rollout_ref.actor.fsdp_config.optimizer_offload=True
         actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4
@@ -205,12 +265,13 @@ grpo_overrides() {  # $1: the model GRPO starts from
         trainer.nnodes="$NNODES"
         trainer.default_local_dir="$OUTPUT_DIR"
         trainer.default_hdfs_dir=null
+        trainer.resume_mode="$RESUME_MODE"
         trainer.save_freq="$SAVE_FREQ"
         trainer.test_freq="$TEST_FREQ"
         trainer.val_before_train=false
         trainer.total_epochs="$TOTAL_EPOCHS"
     )
-    if [[ "$REWARD_COMPONENT_METRICS" == true ]]; then overrides+=(trainer.v1.trainer_mode=rationanomaly_sync); fi
+    if [[ "$REWARD_COMPONENT_METRICS" == 1 ]]; then overrides+=(trainer.v1.trainer_mode=rationanomaly_sync); fi
     if [[ "$DEVICE" == cpu ]]; then overrides+=("${CPU_GRPO_OVERRIDES[@]}"); fi  # cpu-profile
     if [[ -n "$RAY_NUM_CPUS" ]]; then overrides+=(ray_kwargs.ray_init.num_cpus="$RAY_NUM_CPUS"); fi
     if (( NNODES > 1 )); then  # a cluster started by `ray start` does not see this shell's environment
@@ -226,7 +287,7 @@ grpo_overrides() {  # $1: the model GRPO starts from
 sft_overrides() {
     overrides=(
         data.train_files="$SFT_TRAIN_FILES"
-        data.val_files="$SFT_VAL_FILES"
+        data.val_files="${SFT_VAL_FILES:-null}"
         data.messages_key=messages
         data.train_batch_size="$SFT_BATCH_SIZE"
         data.micro_batch_size_per_gpu="$SFT_MICRO_BATCH_SIZE_PER_GPU"
@@ -246,6 +307,7 @@ sft_overrides() {
         trainer.project_name="$PROJECT_NAME-SFT"
         trainer.experiment_name=rationanomaly_cot_sft
         trainer.default_local_dir="$SFT_OUTPUT_DIR"
+        trainer.resume_mode="$RESUME_MODE"
         trainer.total_epochs="$SFT_EPOCHS"
         trainer.save_freq=after_each_epoch
         trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
@@ -278,13 +340,21 @@ show_command() {  # the program and its flags on one line, then one override per
 }
 
 preflight() {  # $1: stage; the rest: the overrides verl will receive
-    local stage=$1
+    local stage=$1 options=()
     shift
-    if [[ "$SKIP_PREFLIGHT" == 1 && "$DRY_RUN" != 1 ]]; then
-        "$PYTHON" -m rationanomaly.train.preflight --stage "$stage" --overrides-only -- "$@"
-    else
-        "$PYTHON" -m rationanomaly.train.preflight --stage "$stage" -- "$@"
-    fi
+    if [[ "$OVERWRITE" == 1 ]]; then options+=(--overwrite); fi
+    if [[ "$stage" == sft ]]; then options+=(--export_target "$SFT_MODEL"); fi
+    if [[ "$SKIP_PREFLIGHT" == 1 && "$DRY_RUN" != 1 ]]; then options+=(--overrides-only); fi
+    "$PYTHON" -m rationanomaly.train.preflight --stage "$stage" ${options[@]+"${options[@]}"} -- "$@"
+}
+
+clear_checkpoints() {  # $1: a trainer.default_local_dir; OVERWRITE=1 deletes verl's checkpoints there, nothing else
+    if [[ "$OVERWRITE" != 1 || ! -d "$1" ]]; then return; fi
+    local step
+    for step in "$1"/global_step_*; do
+        if [[ -d "$step" && "$step" =~ /global_step_[0-9]+$ ]]; then echo "OVERWRITE=1: deleting $step"; rm -rf -- "$step"; fi
+    done
+    rm -f -- "$1/latest_checkpointed_iteration.txt"
 }
 
 # >>> cpu-profile
@@ -312,10 +382,7 @@ sft_run() {
     show_command "${cmd[@]}"
     echo "then: CHECKPOINTS=$SFT_OUTPUT_DIR TARGET_DIR=$SFT_MODEL bash model_export.sh   # verl merger + LoRA merge"
     if [[ "$DRY_RUN" == 1 ]]; then return; fi
-    if [[ -e "$SFT_MODEL" && "$OVERWRITE" != 1 ]]; then
-        echo "$SFT_MODEL already exists; remove it, set OVERWRITE=1 or choose SFT_MODEL=<new folder>" >&2
-        exit 2
-    fi
+    clear_checkpoints "$SFT_OUTPUT_DIR"
     mkdir -p "$LOG_DIR" "$SFT_OUTPUT_DIR"
     VERL_FILE_LOGGER_PATH=$metrics "${cmd[@]}" 2>&1 | tee "$log"
     if (( NNODES > 1 )) && [[ "$NODE_RANK" != 0 ]]; then
@@ -338,6 +405,7 @@ grpo_run() {  # $1: the model GRPO starts from
     echo "GRPO command (console log $log, metrics $GRPO_METRICS):"
     show_command "${cmd[@]}"
     if [[ "$DRY_RUN" == 1 ]]; then return; fi
+    clear_checkpoints "$OUTPUT_DIR"
     mkdir -p "$LOG_DIR" "$OUTPUT_DIR"
     VERL_FILE_LOGGER_PATH=$GRPO_METRICS "${cmd[@]}" 2>&1 | tee "$log"
 }

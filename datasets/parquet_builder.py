@@ -2,10 +2,12 @@
 
 Build verl 0.9.1 parquet from reference-layout training samples whose labels are CoT targets
 (`<think>..</think><answer>..</answer>`, as written by datasets/cot_distill.py):
-- RL (GRPO): `bgl_train.parquet`, `bgl_validation.parquet` (the reference launch command's names);
-- SFT: `sft_train.parquet`, `sft_val.parquet` with a `messages` column;
+- RL (GRPO): `bgl_train.parquet` (the reference launch command's name);
+- SFT: `sft_train.parquet` with a `messages` column;
+- with --validation_ratio > 0 also `bgl_validation.parquet` and `sft_val.parquet`, held out of training;
 - `parquet_meta.json`: seed, validation ratio, counts and inputs.
-Without --output_dir the files land in datasets/ (where model_train.sh looks for them).
+By default every sample trains (the reference run never validates); hold out a share only for a run with
+validation on (TEST_FREQ > 0). Without --output_dir the files land in datasets/ (where model_train.sh looks).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, default=REPO_ROOT / "datasets" / "trainsets" / "train_cot.json",
                         help="training samples (reference layout, labels = CoT targets)")
     parser.add_argument("--output_dir", "--output-dir", type=Path, default=REPO_ROOT / "datasets",
-                        help="folder for the four parquet files and parquet_meta.json")
+                        help="folder for the parquet files and parquet_meta.json")
     parser.add_argument("--system_prompt", "--system-prompt", type=Path, default=None,
                         help="file holding the system prompt (default: the package's CoT prompt)")
-    parser.add_argument("--validation_ratio", "--validation-ratio", type=float, default=0.1,
-                        help="share of each label held out for validation (seeded, stratified)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    parser.add_argument("--validation_ratio", "--validation-ratio", type=float, default=0.0,
+                        help="share of each label held out of training for validation (seeded, stratified); "
+                             "0 (default): every sample trains and no validation file is written")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
     parser.add_argument("--sft_system", "--sft-system", choices=SFT_SYSTEM_MODES, default=SFT_SYSTEM_LLAMA2,
                         help="how SFT rows carry the system prompt: llama2 = folded into the user turn as Llama-2's "
                              "<<SYS>> block (works with verl's per-turn check), turn = a system message (ChatML-style "
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  validation {meta['validation']:5d} rows ({meta['validation_abnormal']} abnormal)")
     for key, path in meta["outputs"].items():
         print(f"  {key:15s} -> {path}")
+    stale = [path for key, path in outputs.items() if key not in meta["outputs"] and path.exists()]
+    for path in stale:  # the pre-flight refuses it if validation is turned on with it
+        print(f"  note: {path} is left from an earlier build; no validation split was made this time")
     return 0
 
 

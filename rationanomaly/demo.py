@@ -128,11 +128,12 @@ def demo_steps(out: Path) -> list[Step]:
         Step("train_dry_run", ["bash", "model_train.sh"], env={
             "DRY_RUN": "1", "STAGE": "all", "PYTHON": PYTHON, "LOG_DIR": str(out / "targets"),
             "BASE_MODEL": str(base_model), "SFT_MODEL": str(models / "RationAnomaly-SFT"), "PPL_MODEL": str(ppl_model),
-            "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "VAL_FILES": str(parquet / "bgl_validation.parquet"),
-            "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"), "SFT_VAL_FILES": str(parquet / "sft_val.parquet"),
+            "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"),
+            "OUTPUT_DIR": str(out / "targets" / "RationAnomaly"),
+            "SFT_OUTPUT_DIR": str(out / "targets" / "RationAnomaly-SFT"),
         }),
         Step("reward_through_verl", [
-            PYTHON, "-m", "rationanomaly.reward.verl_run", "--parquet", str(parquet / "bgl_validation.parquet"),
+            PYTHON, "-m", "rationanomaly.reward.verl_run", "--parquet", str(parquet / "bgl_train.parquet"),
             "--model", str(base_model), "--ppl_model", str(ppl_model), "--out", str(out / "reward"),
         ]),
         *prediction_steps(out, split / "BGL_test.json", sessions / "test_sessions.json", base_model),

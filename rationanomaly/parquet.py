@@ -1,7 +1,9 @@
 """Parquet for verl 0.9.1: RL rows for GRPO (RLHFDataset) and `messages` rows for CoT-SFT.
 
 Both are built from the same reference-layout training samples (label = CoT target) and the same
-seeded train/validation split, so the SFT and GRPO stages see the same held-out templates.
+seeded train/validation split, so the SFT and GRPO stages see the same held-out templates. By default
+nothing is held out (`validation_ratio` 0): the reference run never validates (`test_freq=-1`), so a
+held-out split would only take training steps away; hold some out when validation is turned on.
 
 RL row (verl's schema, notes/verl-0.9.1.md §3):
 `{"data_source", "prompt": [system, user], "ability", "reward_model": {"style": "rule", "ground_truth"},
@@ -150,12 +152,13 @@ def write_parquet(path: str | Path, rows: Sequence[dict]) -> Path:
 
 
 def build_parquet(samples: Sequence[Sample], outputs: dict[str, str | Path], system_prompt: str | None,
-                  validation_ratio: float = 0.1, seed: int = 0, sft_system: str = SFT_SYSTEM_LLAMA2) -> dict:
+                  validation_ratio: float = 0.0, seed: int = 0, sft_system: str = SFT_SYSTEM_LLAMA2) -> dict:
     """Check every sample, split them, and write the RL and SFT train/validation files.
 
     `outputs` maps any of `rl_train`, `rl_validation`, `sft_train`, `sft_validation` to a path (a missing
-    key is not written). Every sample is checked before anything is written, so a bad one leaves no
-    partial output. Returns the metadata (counts, seed, ratio) for the report.
+    key is not written; with `validation_ratio` 0 the validation keys are skipped, as there is nothing to
+    hold out). Every sample is checked before anything is written, so a bad one leaves no partial output.
+    Returns the metadata (counts, seed, ratio, written files) for the report.
     """
     split = split_samples(samples, validation_ratio, seed)  # checks every sample before anything is written
     parts = {TRAIN: split.train, VALIDATION: split.validation}
@@ -168,6 +171,8 @@ def build_parquet(samples: Sequence[Sample], outputs: dict[str, str | Path], sys
     unknown = sorted(set(outputs) - set(builders))
     if unknown:
         raise ValueError(f"unknown parquet outputs {unknown}; use {sorted(builders)}")
+    if validation_ratio == 0:
+        outputs = {key: path for key, path in outputs.items() if builders[key][0] == TRAIN}
     tables = {key: [builders[key][1](i, s, builders[key][0]) for i, s in parts[builders[key][0]]] for key in outputs}
     empty = sorted(key for key, rows in tables.items() if not rows)
     if empty:

@@ -39,7 +39,7 @@ def test_demo_runs_end_to_end_and_summarises_the_sample(tmp_path, capsys):
     assert "9/9 entries matched, 12 labels changed (+10 abnormal, -2); anomalies 29 -> 37" in summary
     assert "15 windows of 100 lines (10 abnormal); train 5, test 3 (2 abnormal)" in summary
     assert "58 joined, 2 rejected" in summary
-    assert "GRPO and SFT rows: train 52, validation 6" in summary
+    assert "GRPO and SFT rows: train 58, validation 0" in summary  # every sample trains (no validation run)
     assert "16 sample rollouts scored by verl's reward manager" in summary
     rules = json.loads((out / "evaluation" / "BGL_by_rules.json").read_text())["template"]
     assert (rules["tp"], rules["fp"], rules["fn"], rules["tn"]) == (4, 0, 0, 6)

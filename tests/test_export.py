@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,15 +13,15 @@ import pytest
 from rationanomaly.paths import REPO_ROOT
 from rationanomaly.train.export import (
     ADAPTER_DIR,
+    EXPORT_MARKER,
     MERGED_ADAPTER_DIR,
     ExportError,
+    check_target,
     checkpoint_dir,
     latest_step,
     main,
     merge_lora_adapter,
 )
-
-pytestmark = pytest.mark.slow
 
 STEP = 5
 LORA_RANK, LORA_ALPHA = 4, 8
@@ -121,6 +122,7 @@ def input_ids():
     return torch.tensor([[1, 17, 42, 99, 7, 3, 250]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, world_size", [("full1", 1), ("full2", 2)])
 def test_verl_merger_turns_fsdp_shards_into_a_model_with_the_original_logits(checkpoints, tiny_llama_dir, tmp_path,
                                                                              monkeypatch, input_ids, name, world_size):
@@ -148,13 +150,17 @@ def lora_export(checkpoints):
     return checkpoints, result
 
 
+@pytest.mark.slow
 def test_lora_export_reports_the_merge_and_keeps_the_adapter_under_a_new_name(lora_export):
     root, result = lora_export
     assert "LoRA adapter merged into the weights" in result.stdout
     assert not (root / "exported" / ADAPTER_DIR).exists()
+    marker = json.loads((root / "exported" / EXPORT_MARKER).read_text())  # so OVERWRITE=1 may replace it later
+    assert marker["checkpoint"] == str(root / "lora2" / f"global_step_{STEP}" / "actor")
     assert (root / "exported" / MERGED_ADAPTER_DIR / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_lora_export_weights_differ_from_the_base(lora_export, tiny_llama_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -167,6 +173,7 @@ def test_lora_export_weights_differ_from_the_base(lora_export, tiny_llama_dir):
                        for proj in ("q_proj", "v_proj")}
 
 
+@pytest.mark.slow
 def test_lora_export_matches_the_adapter_applied_model(lora_export, tiny_llama_dir, input_ids):
     import torch
     from peft import PeftModel
@@ -189,6 +196,7 @@ def test_lora_export_matches_the_adapter_applied_model(lora_export, tiny_llama_d
     assert logits(root / "exported", input_ids).isfinite().all()
 
 
+@pytest.mark.slow
 def test_merge_lora_twice_is_a_no_op_the_second_time(lora_export):
     root, _ = lora_export
     assert merge_lora_adapter(root / "exported") is False
@@ -233,7 +241,8 @@ def test_locate_cli_prints_one_error_line_and_exits_2_without_checkpoints(tmp_pa
 
 
 def test_export_script_fails_clearly_without_a_checkpoint(tmp_path):
-    result = run_export_script(tmp_path, tmp_path / "exported")
+    (tmp_path / "ckpt").mkdir()
+    result = run_export_script(tmp_path / "ckpt", tmp_path / "exported")
     assert result.returncode != 0
     assert "no checkpoint under" in result.stderr
     assert not (tmp_path / "exported").exists()
@@ -247,8 +256,80 @@ def test_failed_merge_keeps_the_model_that_overwrite_would_replace(tmp_path):
     (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("1")
     target = tmp_path / "model"
     target.mkdir()
-    (target / "marker").write_text("previous export")
+    (target / EXPORT_MARKER).write_text("previous export")  # an earlier export, which OVERWRITE=1 may replace
     result = run_export_script(tmp_path / "ckpt", target, OVERWRITE="1")
-    assert result.returncode != 0
-    assert (target / "marker").read_text() == "previous export"
+    assert result.returncode != 0 and "exporting" in result.stdout  # it got as far as the merge
+    assert (target / EXPORT_MARKER).read_text() == "previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "model"]  # no staging folder left behind
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under root with its content: what "nothing changed" compares."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def export_layout(root: Path) -> Path:
+    """A checkpoint folder with one (unmergeable) step, a foreign folder, an earlier export and a stray file."""
+    actor = root / "targets" / "run" / "global_step_1" / "actor"
+    actor.mkdir(parents=True)
+    (actor / "fsdp_config.json").write_text('{"world_size": 1}')
+    (root / "targets" / "run" / "latest_checkpointed_iteration.txt").write_text("1")
+    (root / "models" / "notes").mkdir(parents=True)
+    (root / "models" / "notes" / "paper.txt").write_text("mine")
+    (root / "models" / "previous").mkdir()
+    (root / "models" / "previous" / EXPORT_MARKER).write_text("{}")
+    (root / "models" / "empty").mkdir()
+    (root / "models" / "file.txt").write_text("a file")
+    return root / "targets" / "run"
+
+
+@pytest.mark.parametrize("target, overwrite, expected", [
+    ("models/new", False, "new"),
+    ("models/empty", False, "empty"),
+    ("models/previous", True, "replace"),  # an earlier export, replaced on request
+])
+def test_check_target_allows_new_empty_and_earlier_exports(tmp_path, target, overwrite, expected):
+    checkpoints = export_layout(tmp_path)
+    assert check_target(checkpoints, tmp_path / target, overwrite) == expected
+
+
+@pytest.mark.parametrize("target, overwrite, message", [
+    ("targets/run", True, "is inside the checkpoint folder"),  # the checkpoint folder itself
+    ("targets/run/global_step_1", True, "is inside the checkpoint folder"),
+    ("targets", True, "contains the checkpoint folder"),
+    (".", True, "contains the checkpoint folder"),
+    ("models/notes", True, "holds files that model_export.sh did not write"),  # OVERWRITE=1 never deletes it
+    ("models/previous", False, "already holds an export; set OVERWRITE=1"),
+    ("models/file.txt", True, "exists and is not a folder"),
+])
+def test_check_target_refuses_what_the_export_would_damage(tmp_path, target, overwrite, message):
+    checkpoints = export_layout(tmp_path)
+    with pytest.raises(ExportError, match=message):
+        check_target(checkpoints, tmp_path / target, overwrite)
+
+
+def test_check_target_sees_through_a_symlink_into_the_checkpoints(tmp_path):
+    checkpoints = export_layout(tmp_path)
+    (tmp_path / "models" / "link").symlink_to(checkpoints)
+    with pytest.raises(ExportError, match="is inside the checkpoint folder"):
+        check_target(checkpoints, tmp_path / "models" / "link", True)
+
+
+@pytest.mark.parametrize("target, knobs, message", [
+    ("targets/run", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
+    ("targets/run/global_step_1/actor/out", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
+    ("targets", {"OVERWRITE": "1"}, "contains the checkpoint folder"),
+    ("models/notes", {"OVERWRITE": "yes"}, "did not write"),
+    ("models/previous", {}, "already holds an export"),
+    ("models/file.txt", {"OVERWRITE": "1"}, "is not a folder"),
+    ("models/new", {"OVERWRITE": "perhaps"}, "OVERWRITE=perhaps is not a yes/no value"),
+    ("models/new", {"STEP": "$(touch x)"}, "is not a step number"),
+])
+def test_export_script_refuses_with_one_line_and_changes_nothing(tmp_path, target, knobs, message):
+    checkpoints = export_layout(tmp_path)
+    before = tree(tmp_path)
+    result = run_export_script(checkpoints, tmp_path / target, **knobs)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("export error:") and message in result.stderr
+    assert result.stdout == ""  # refused before the merger started
+    assert tree(tmp_path) == before and not (tmp_path / "models" / "new").exists()

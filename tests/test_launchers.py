@@ -74,7 +74,8 @@ def reference_grpo(tmp_path_factory):
 @pytest.mark.parametrize("key, value", [
     ("algorithm.adv_estimator", "grpo"),
     ("data.train_files", "datasets/bgl_train.parquet"),
-    ("data.val_files", "datasets/bgl_validation.parquet"),
+    # validation is off (test_freq -1): the training file stands in for verl's validation dataset, never scored
+    ("data.val_files", "datasets/bgl_train.parquet"),
     ("data.train_batch_size", "32"),  # 32 prompts
     ("data.max_prompt_length", "2048"),
     ("data.max_response_length", "1024"),
@@ -85,6 +86,8 @@ def reference_grpo(tmp_path_factory):
     ("actor_rollout_ref.actor.use_kl_loss", "True"),
     ("actor_rollout_ref.actor.kl_loss_coef", "0.001"),
     ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
+    # the reference's per-response weighting in verl 0.9.1 terms (tests/test_loss_aggregation.py)
+    ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
     ("actor_rollout_ref.model.enable_gradient_checkpointing", "True"),
     ("actor_rollout_ref.actor.fsdp_config.param_offload", "True"),
     ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "True"),
@@ -105,6 +108,8 @@ def reference_grpo(tmp_path_factory):
     ("trainer.nnodes", "1"),
     ("trainer.default_local_dir", "targets/RationAnomaly"),
     ("trainer.save_freq", "10"),
+    ("trainer.test_freq", "-1"),
+    ("trainer.resume_mode", "disable"),  # fresh unless RESUME=1 (verl's own default would reuse old checkpoints)
     ("trainer.total_epochs", "2"),
 ])
 def test_default_grpo_run_passes_the_reference_hyperparameters(reference_grpo, key, value):
@@ -194,26 +199,38 @@ def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(t
     assert result.returncode == 0, result.stderr
     modules = [module_of(argv) for argv, _ in calls]
     assert modules == ["rationanomaly.train.preflight", "verl.trainer.sft_trainer", "rationanomaly.train.export",
-                       "verl.model_merger", "rationanomaly.train.export"]
+                       "rationanomaly.train.export", "verl.model_merger", "rationanomaly.train.export",
+                       "rationanomaly.train.export"]
+    # the pre-flight already checks the export target, before hours of training
+    assert calls[0][0][calls[0][0].index("--export_target") + 1] == str(tmp_path / "sft-merged")
     train = calls[1][0]
     assert train[:3] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in train
     sft = as_dict(overrides_of(train))
     assert (sft["model.lora_rank"], sft["model.path"]) == ("32", dry_run_inputs["BASE_MODEL"])
-    assert calls[2][0][-4:] == ["--checkpoints", str(tmp_path / "sft-ckpt"), "--step", "latest"]
-    # the merge is built beside the target and moved into place only when both steps succeed
-    staging = calls[3][0][-1]
-    assert calls[3][0][-2] == "--target_dir" and staging.startswith(f"{tmp_path / 'sft-merged'}.partial.")
-    assert calls[4][0][-3:] == ["merge-lora", "--model", staging]
+    assert sft["data.val_files"] == "null" and sft["trainer.resume_mode"] == "disable"
+    assert calls[2][0][2:] == ["check-target", "--checkpoints", str(tmp_path / "sft-ckpt"),
+                               "--target", str(tmp_path / "sft-merged")]
+    assert calls[3][0][-4:] == ["--checkpoints", str(tmp_path / "sft-ckpt"), "--step", "latest"]
+    # the merge is built beside the target and moved into place only when every step succeeds
+    staging = calls[4][0][-1]
+    assert calls[4][0][-2] == "--target_dir" and staging.startswith(f"{tmp_path / 'sft-merged'}.partial.")
+    assert calls[5][0][-3:] == ["merge-lora", "--model", staging]
+    assert calls[6][0][2:5] == ["mark", "--model", staging]
     assert (tmp_path / "sft-merged").is_dir() and not Path(staging).exists()
 
 
-def test_sft_run_refuses_to_overwrite_an_existing_merged_model(tmp_path, dry_run_inputs):
-    (tmp_path / "sft-merged").mkdir()
-    knobs = {**dry_run_inputs, "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft-merged"),
-             "LOG_DIR": str(tmp_path / "logs")}
+@pytest.mark.parametrize("knobs, flags", [
+    ({}, {"--export_target"}),
+    ({"OVERWRITE": "true"}, {"--export_target", "--overwrite"}),  # the pre-flight plans the deletion
+    ({"SKIP_PREFLIGHT": "yes"}, {"--export_target", "--overrides-only"}),  # still checks the export target
+])
+def test_sft_preflight_is_told_the_export_target_and_overwrite(tmp_path, dry_run_inputs, knobs, flags):
+    knobs = {**dry_run_inputs, "STAGE": "sft", "DRY_RUN": "0", "SFT_MODEL": str(tmp_path / "sft-merged"),
+             "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"), "LOG_DIR": str(tmp_path / "logs"), **knobs}
     result, calls = recorded_calls(knobs, tmp_path / "rec")
-    assert result.returncode == 2 and "already exists" in result.stderr
-    assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight"]
+    assert result.returncode == 0, result.stderr
+    check = calls[0][0]
+    assert {arg for arg in check[:check.index("--")] if arg.startswith("--")} == flags | {"--stage"}
 
 
 def run_launcher(knobs: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -281,8 +298,12 @@ def test_grpo_dry_run_passes_on_cpu_and_prints_reward_knobs_and_numbers(dry_run_
     assert f"ppl_model={dry_run_inputs['PPL_MODEL']}" in out
     assert "trainer.n_gpus_per_node=2" in out and "actor_rollout_ref.rollout.n=2" in out
     assert "4 prompts x 2 rollouts = 8 responses per step" in out
-    assert "15 per epoch x 2 epochs = 30" in out  # 60 training rows // 4
-    assert "dry run: configuration valid, nothing trained" in out
+    assert "20 per epoch x 2 epochs = 40" in out  # 81 training rows // 4: every sample trains
+    assert "loss aggregation                  seq-mean-token-mean (policy and KL loss" in out
+    assert f"start                             fresh (no checkpoint in {dry_run_inputs['OUTPUT_DIR']})" in out
+    assert f"{dry_run_inputs['OUTPUT_DIR']}/global_step_N at steps 10, 20, 30, 40: 4 x ~" in out
+    assert out.rstrip().endswith("dry run: configuration valid, nothing trained")  # the verdict comes last
+    assert "engine is not available" not in result.stderr  # verl's import noise is held back
 
 
 def test_sft_dry_run_passes_on_cpu_and_prints_lora_and_steps(dry_run_inputs):
@@ -290,7 +311,8 @@ def test_sft_dry_run_passes_on_cpu_and_prints_lora_and_steps(dry_run_inputs):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pre-flight sft: configuration OK" in result.stdout
     assert "rank 32 alpha 16 targets all-linear" in result.stdout
-    assert "15 per epoch x 3 epochs = 45" in result.stdout
+    assert "20 per epoch x 3 epochs = 60" in result.stdout
+    assert "at steps 20, 40, 60: 3 x ~" in result.stdout  # after each epoch
     assert "-m verl.trainer.sft_trainer" in result.stdout
 
 
@@ -323,3 +345,87 @@ def test_dry_run_fails_with_one_line_for_a_bad_appended_override(dry_run_inputs,
     errors = [line for line in result.stderr.splitlines() if line.startswith("pre-flight error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "dry run: configuration valid" not in result.stdout
+
+
+@pytest.mark.parametrize("script, knobs", [
+    ("model_train.sh", ["STAGE", "DRY_RUN", "RESUME", "OVERWRITE", "LOSS_AGG_MODE", "NNODES", "N_GPUS_PER_NODE",
+                        "SAVE_FREQ", "TEST_FREQ", "BASE_MODEL"]),
+    ("model_export.sh", ["CHECKPOINTS", "STEP", "TARGET_DIR", "OVERWRITE"]),
+])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_knobs_with_their_defaults_and_runs_nothing(tmp_path, script, knobs, flag):
+    result, calls = recorded_calls({}, tmp_path, [flag], script=REPO_ROOT / script)
+    assert result.returncode == 0 and calls == []
+    lines = result.stdout.splitlines()
+    for knob in knobs:
+        assert any(line.strip().startswith(f"{knob}=${{{knob}:-") for line in lines), knob
+    assert "LOSS_AGG_MODE=${LOSS_AGG_MODE:-seq-mean-token-mean}" in result.stdout or script == "model_export.sh"
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes", "TRUE", "Yes", "on"])
+def test_every_yes_value_of_dry_run_means_a_dry_run(tmp_path, value):
+    result, calls = recorded_calls({"DRY_RUN": value, "ATTN_IMPL": "sdpa"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight"]  # nothing trains
+    assert "dry run: configuration valid, nothing trained" in result.stdout
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"DRY_RUN": "maybe"}, "DRY_RUN=maybe is not a yes/no value"),  # would have launched training before
+    ({"NNODES": "a[$(touch {marker})]"}, "NNODES=a[$(touch {marker})] is not a whole number >= 1"),
+    ({"N_GPUS_PER_NODE": "x[$(touch {marker})]"}, "is not a whole number >= 1"),
+    ({"N_GPUS_PER_NODE": "0"}, "N_GPUS_PER_NODE=0 is not a whole number >= 1"),
+    ({"TRAIN_BATCH_SIZE": "32 "}, "TRAIN_BATCH_SIZE=32  is not a whole number"),
+    ({"SAVE_FREQ": "ten"}, "SAVE_FREQ=ten is not a whole number (or -1 for off)"),
+    ({"ACTOR_LR": "4e-7;x"}, "ACTOR_LR=4e-7;x is not a non-negative number"),
+    ({"NODE_RANK": "$(touch {marker})"}, "NODE_RANK="),
+    ({"RESUME": "1", "OVERWRITE": "yes"}, "set one of them"),
+])
+def test_bad_knobs_are_refused_with_one_line_before_any_shell_arithmetic(tmp_path, knobs, message):
+    marker = tmp_path / "executed"
+    knobs = {key: value.format(marker=marker) for key, value in knobs.items()}
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", **knobs}, tmp_path / "rec")
+    assert result.returncode == 2 and calls == []
+    assert message.format(marker=marker) in result.stderr and result.stderr.count("\n") == 1
+    assert not marker.exists()  # the crafted value was never evaluated
+
+
+@pytest.mark.parametrize("knobs, resume_mode", [({}, "disable"), ({"RESUME": "true"}, "auto")])
+def test_resume_knob_sets_verl_resume_mode_in_both_stages(tmp_path, knobs, resume_mode):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "STAGE": "all", **knobs}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [as_dict(overrides_of(argv))["trainer.resume_mode"] for argv, _ in calls] == [resume_mode] * 2
+
+
+@pytest.mark.parametrize("test_freq, val_files", [
+    ("-1", "datasets/bgl_train.parquet"),  # validation off: the training file stands in, never scored
+    ("10", "datasets/bgl_validation.parquet"),  # validation on: the held-out file
+])
+def test_validation_file_follows_test_freq(tmp_path, test_freq, val_files):
+    result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "TEST_FREQ": test_freq}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert as_dict(overrides_of(calls[0][0]))["data.val_files"] == val_files
+
+
+def test_overwrite_deletes_only_verl_checkpoints_in_the_output_folder(tmp_path, dry_run_inputs):
+    out = tmp_path / "out"
+    for name in ("global_step_10/actor/model.pt", "global_step_20/data.pt", "global_step_x/keep.txt",
+                 "rationanomaly_grpo_20250101.jsonl", "notes.txt"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    (out / "latest_checkpointed_iteration.txt").write_text("20")
+    knobs = {**dry_run_inputs, "OVERWRITE": "1", "OUTPUT_DIR": str(out), "LOG_DIR": str(tmp_path / "logs")}
+    result, calls = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    assert "--overwrite" in calls[0][0] and module_of(calls[1][0]) == "verl.trainer.main_ppo"
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == ["global_step_x/keep.txt", "notes.txt", "rationanomaly_grpo_20250101.jsonl"]
+
+
+def test_dry_run_with_overwrite_deletes_nothing(tmp_path, dry_run_inputs):
+    out = tmp_path / "out"
+    (out / "global_step_10").mkdir(parents=True)
+    knobs = {**dry_run_inputs, "DRY_RUN": "1", "OVERWRITE": "1", "OUTPUT_DIR": str(out)}
+    result, _ = recorded_calls(knobs, tmp_path / "rec")
+    assert result.returncode == 0, result.stderr
+    assert (out / "global_step_10").is_dir()

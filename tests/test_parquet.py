@@ -134,8 +134,17 @@ def test_build_parquet_bad_sample_writes_nothing(tmp_path):
 
 
 def test_build_parquet_empty_validation_file_is_an_error(tmp_path):
+    # a positive ratio that holds out nothing (one sample per label) is a mistake, not "validation off"
     with pytest.raises(ParquetDataError, match="no rows to write"):
-        build_all(tmp_path, make_samples(4, 1), validation_ratio=0.0)
+        build_all(tmp_path, make_samples(1, 1), validation_ratio=0.1)
+
+
+def test_build_parquet_default_trains_on_every_sample_and_writes_no_validation_file(tmp_path):
+    paths, meta = build_all(tmp_path, make_samples(18, 2))  # the default ratio: 0
+    assert (meta["train"], meta["validation"], meta["validation_ratio"]) == (20, 0, 0.0)
+    assert sorted(meta["outputs"]) == ["rl_train", "sft_train"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rl_train.parquet", "sft_train.parquet"]
+    assert len(pd.read_parquet(paths["rl_train"])) == len(pd.read_parquet(paths["sft_train"])) == 20
 
 
 def test_build_parquet_rl_and_sft_share_the_split(tmp_path):
@@ -213,7 +222,7 @@ def test_sft_parquet_system_turn_with_llama2_template_fails_verl_check(tmp_path,
     assert SYSTEM not in tokenizer.decode(item["input_ids"])
 
 
-def test_parquet_builder_cli_writes_four_files_and_metadata(tmp_path):
+def test_parquet_builder_cli_with_a_validation_ratio_writes_four_files_and_metadata(tmp_path):
     samples_path = tmp_path / "train_cot.json"
     write_samples(samples_path, make_samples(8, 2))
     prompt_file = tmp_path / "system.txt"
@@ -243,6 +252,26 @@ def test_parquet_builder_default_prompt_is_the_package_cot_prompt(tmp_path):
     assert pd.read_parquet(tmp_path / "o" / "bgl_train.parquet")["prompt"][0][0]["content"] == COT_SYSTEM_PROMPT
 
 
+def test_parquet_builder_cli_default_trains_on_every_sample_and_names_a_stale_validation_file(tmp_path, capsys):
+    samples_path = tmp_path / "train_cot.json"
+    write_samples(samples_path, make_samples(8, 2))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bgl_validation.parquet").write_bytes(b"left from an earlier build")
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("parquet_builder_cli", REPO_ROOT / "datasets" / "parquet_builder.py")
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--input", str(samples_path), "--output_dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert re.search(r"train +10 rows \(2 abnormal\)", stdout) and re.search(r"validation +0 rows", stdout)
+    assert f"note: {out / 'bgl_validation.parquet'} is left from an earlier build" in stdout
+    assert (out / "bgl_validation.parquet").read_bytes() == b"left from an earlier build"  # not deleted
+    assert not (out / "sft_val.parquet").exists()
+    assert len(pd.read_parquet(out / "bgl_train.parquet")) == 10
+
+
 def run_script(name: str, *args) -> str:
     """Run a datasets/ script as a user would and return its stdout."""
     result = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / name), *map(str, args)],
@@ -263,9 +292,9 @@ def test_embedded_sample_chain_patch_join_parquet(tmp_path, tiny_tokenizer_dir):
                "--rationales", sample / "rationales.json", "--output_dir", tmp_path / "cot")
     run_script("parquet_builder.py", "--input", tmp_path / "cot" / "train_cot.json", "--output_dir", tmp_path / "pq")
     meta = json.loads((tmp_path / "pq" / "parquet_meta.json").read_text())
-    assert (meta["samples"], meta["train"], meta["validation"], meta["validation_abnormal"]) == (80, 72, 8, 2)
+    assert (meta["samples"], meta["train"], meta["validation"]) == (80, 80, 0)  # every sample trains
     dataset = _load_sft(tmp_path / "pq" / "sft_train.parquet", AutoTokenizer.from_pretrained(tiny_tokenizer_dir))
-    assert len(dataset) == 72 and int(dataset[0]["loss_mask"].sum()) > 0
+    assert len(dataset) == 80 and int(dataset[0]["loss_mask"].sum()) > 0
 
 
 @pytest.mark.realdata

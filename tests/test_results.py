@@ -31,11 +31,18 @@ def test_paper_rows_reject_an_unknown_column():
         paper_rows("HDFS", "session")
 
 
-def test_comparison_table_puts_our_row_after_the_paper():
-    table = comparison_table("Spirit", "template", [ResultRow("ours (GRPO)", (0.5, 0.25, 1.0), "metrics.json")])
-    lines = table.splitlines()
-    assert lines[-2] == "| RationAnomaly | 0.862 | 0.899 | 0.847 | paper, Table 2 |"
-    assert lines[-1] == "| ours (GRPO) | 0.500 | 0.250 | 1.000 | metrics.json |"
+def test_comparison_table_puts_our_row_after_the_paper_and_names_each_test_set():
+    ours = ResultRow("ours (GRPO)", (0.5, 0.25, 1.0), "metrics.json", "Spirit_test.json: 260 (36 abnormal)")
+    lines = comparison_table("Spirit", "template", [ours]).splitlines()
+    assert lines[2] == "| method | F1 | precision | recall | test set | source |"
+    assert lines[-3] == "| RationAnomaly | 0.862 | 0.899 | 0.847 | the paper's: 8,000 entries | paper, Table 2 |"
+    assert lines[-2] == "| *below: ours, on another test set (not comparable cell by cell)* | | | | | |"
+    assert lines[-1] == "| ours (GRPO) | 0.500 | 0.250 | 1.000 | Spirit_test.json: 260 (36 abnormal) | metrics.json |"
+
+
+def test_comparison_table_without_ours_has_no_separator():
+    lines = comparison_table("BGL", "session", []).splitlines()
+    assert lines[-1] == "| RationAnomaly | 0.909 | 0.900 | 0.919 | the paper's: 8,000 sessions | paper, Table 2 |"
 
 
 def test_table2_renders_cells_like_the_paper_and_appends_ours():

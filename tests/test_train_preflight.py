@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -18,6 +19,7 @@ from rationanomaly.train.preflight import (
     lost_messages,
     main,
     override_key,
+    resume_plan,
     run_preflight,
 )
 from rationanomaly.train.tiny_run import (
@@ -54,9 +56,10 @@ def launcher_overrides(inputs, tmp_path_factory) -> dict[str, list[str]]:
 
 def test_grpo_preflight_passes_and_reports_rows_batches_and_reward(launcher_overrides, inputs):
     values = run_preflight("grpo", launcher_overrides["grpo"])
-    assert values["train files"] == f"{inputs['TRAIN_FILES']} (60 rows)"
-    assert values["val files"] == f"{inputs['VAL_FILES']} (21 rows)"
-    assert values["steps"] == "15 per epoch x 2 epochs = 30"
+    assert values["train files"] == f"{inputs['TRAIN_FILES']} (81 rows)"  # every sample trains
+    assert values["validation"].startswith("off (trainer.test_freq=-1, as the reference run)")
+    assert values["steps"] == "20 per epoch x 2 epochs = 40"
+    assert values["loss aggregation"].startswith("seq-mean-token-mean (policy and KL loss")
     assert values["reward kwargs"] == {"ppl_model": inputs["PPL_MODEL"], "answer_scheme": "reference",
                                        "think_reward": True}
     assert values["attention"] == "sdpa"
@@ -66,7 +69,8 @@ def test_grpo_preflight_passes_and_reports_rows_batches_and_reward(launcher_over
 def test_sft_preflight_passes_and_reports_lora_and_steps(launcher_overrides):
     values = run_preflight("sft", launcher_overrides["sft"])
     assert values["LoRA"] == "rank 32 alpha 16 targets all-linear"
-    assert values["steps"] == "15 per epoch x 3 epochs = 45"
+    assert values["steps"] == "20 per epoch x 3 epochs = 60"
+    assert values["validation"] == "none (SFT_VAL_FILES unset: every sample trains)"
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -75,7 +79,7 @@ def test_sft_preflight_passes_and_reports_lora_and_steps(launcher_overrides):
     ("data.val_files", "/nonexistent/val.parquet", "/nonexistent/val.parquet does not exist"),
     ("actor_rollout_ref.actor.ppo_mini_batch_size", "8", "(8) is larger than data.train_batch_size (4)"),
     ("trainer.n_gpus_per_node", "3", "4 x 2 responses do not divide over 3 GPUs"),
-    ("data.train_batch_size", "64", "holds 60 rows, fewer than data.train_batch_size (64)"),
+    ("data.train_batch_size", "128", "holds 81 rows, fewer than data.train_batch_size (128)"),
     ("reward.custom_reward_function.reward_kwargs.ppl_model", "/nonexistent/distilgpt2", "reward options:"),
     ("reward.custom_reward_function.reward_kwargs.answer_scheme", "asymmetric", "reward options:"),
     ("reward.custom_reward_function.path", "null", "reward.custom_reward_function.path is not set"),
@@ -150,7 +154,7 @@ def test_sft_preflight_names_the_template_fix_for_a_llama2_template_that_refuses
     # the launcher's default: the project's template, handed to verl through the environment
     template = (REPO_ROOT / "rationanomaly/train/llama2_chat_template.jinja").read_text().rstrip("\n")
     monkeypatch.setenv("RATIONANOMALY_SFT_CHAT_TEMPLATE", template)
-    assert run_preflight("sft", overrides)["steps"] == "15 per epoch x 3 epochs = 45"
+    assert run_preflight("sft", overrides)["steps"] == "20 per epoch x 3 epochs = 60"
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -234,3 +238,120 @@ def test_logger_backend_without_its_package_is_refused(monkeypatch):
     preflight.check_loggers(["console", "file"])
     with pytest.raises(PreflightError, match="pip install no_such_package_for_wandb, or drop it from trainer.logger"):
         preflight.check_loggers(["console", "wandb"])
+
+
+def test_grpo_preflight_reports_every_problem_in_one_pass(launcher_overrides):
+    overrides = replace(launcher_overrides["grpo"], "actor_rollout_ref.model.path", "/nonexistent/model")
+    overrides = replace(overrides, "trainer.n_gpus_per_node", "3")
+    overrides = replace(overrides, "reward.custom_reward_function.reward_kwargs.answer_scheme", "asymmetric")
+    with pytest.raises(PreflightError) as error:
+        run_preflight("grpo", overrides)
+    messages = error.value.messages
+    assert len(messages) == 3  # the model folder, the GPU count, the reward option; nothing that follows from them
+    assert "/nonexistent/model does not exist" in messages[0]
+    assert "do not divide over 3 GPUs" in messages[1]
+    assert messages[2].startswith("reward options:")
+
+
+def test_cli_prints_one_line_per_problem_then_the_count(launcher_overrides, capsys):
+    overrides = replace(launcher_overrides["sft"], "model.path", "/nonexistent/base")
+    overrides = replace(overrides, "trainer.n_gpus_per_node", "3")
+    assert main(["--stage", "sft", "--", *overrides]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":", 1)[0] for line in lines[-3:]] == ["pre-flight error"] * 2 + ["pre-flight"]
+    assert lines[-1] == "pre-flight: 2 problems found, nothing started"
+
+
+def test_cli_holds_back_verl_noise_and_prints_the_verdict_last(launcher_overrides, capsys):
+    assert main(["--stage", "grpo", "--", *launcher_overrides["grpo"]]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("pre-flight grpo: configuration OK")
+    assert "engine is not available" not in captured.err and "No supported accelerator" not in captured.err
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> dict[str, str]:
+    """A GRPO split with a held-out validation file, and a stale validation file that overlaps training."""
+    folder = tmp_path_factory.mktemp("held_out")
+    files = {key: str(folder / f"{key}.parquet") for key in ("rl_train", "rl_validation")}
+    build_parquet(sample_training_set(), files, COT_SYSTEM_PROMPT, validation_ratio=0.25)
+    return files
+
+
+@pytest.mark.parametrize("train, val, message", [
+    ("launcher", "launcher", "names a training file"),  # the default stand-in, but validation is on
+    ("launcher", "rl_validation", "validation template(s) are also training templates"),  # stale held-out file
+    ("rl_train", "rl_validation", None),  # a real held-out split
+])
+def test_validation_on_needs_a_held_out_file(launcher_overrides, inputs, held_out, train, val, message):
+    files = {"launcher": inputs["TRAIN_FILES"], **held_out}
+    overrides = replace(launcher_overrides["grpo"], "data.train_files", files[train])
+    overrides = replace(replace(overrides, "data.val_files", files[val]), "trainer.test_freq", "10")
+    if message is None:
+        values = run_preflight("grpo", overrides)
+        assert values["validation"] == f"every 10 steps on {files[val]} (21 rows)"
+        assert values["train files"] == f"{files[train]} (60 rows)"
+    else:
+        with pytest.raises(PreflightError, match=re.escape(message)):
+            run_preflight("grpo", overrides)
+
+
+def checkpoint_folder(root, steps: list[int], latest: int | None = None) -> str:
+    """A trainer.default_local_dir holding global_step_N folders (and verl's tracker file)."""
+    for step in steps:
+        (root / f"global_step_{step}").mkdir(parents=True)
+    if latest is not None:
+        (root / "latest_checkpointed_iteration.txt").write_text(str(latest))
+    return str(root)
+
+
+@pytest.mark.parametrize("steps, resume, overwrite, expected", [
+    ([], "disable", False, "fresh (no checkpoint in {dir})"),
+    ([10, 20], "disable", True, "fresh; OVERWRITE=1 first deletes the 2 checkpoint(s) in {dir}"),
+    ([], "auto", False, "fresh (RESUME=1, but {dir} holds no checkpoint yet)"),
+    ([10, 20], "auto", False, "resumes from step 20 of 40 in {dir} (RESUME=1)"),
+])
+def test_resume_plan_says_how_the_run_starts(tmp_path, steps, resume, overwrite, expected):
+    folder = checkpoint_folder(tmp_path / "out", steps, steps[-1] if steps else None)
+    assert resume_plan(folder, resume, overwrite, 40) == expected.format(dir=folder)
+
+
+@pytest.mark.parametrize("steps, resume, message", [
+    ([10, 20], "disable", "already holds checkpoints of an earlier run (steps 10, 20); RESUME=1 continues"),
+    ([10, 20, 30, 40], "auto", "already holds the last step (40 of 40), so RESUME=1 would train nothing"),
+])
+def test_resume_plan_refuses_to_reuse_or_mix_an_earlier_run(tmp_path, steps, resume, message):
+    folder = checkpoint_folder(tmp_path / "out", steps, steps[-1])
+    with pytest.raises(PreflightError, match=re.escape(message)):
+        resume_plan(folder, resume, False, 40)
+
+
+def test_sft_preflight_refuses_an_earlier_sft_run_and_reports_the_export_target(launcher_overrides, tmp_path):
+    # a stale SFT run: verl's default resume_mode=auto would have resumed it and exported its weights
+    folder = checkpoint_folder(tmp_path / "sft", [20, 40, 60], 60)
+    target = tmp_path / "sft-merged"
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # not an export: even OVERWRITE=1 must keep it
+    overrides = replace(launcher_overrides["sft"], "trainer.default_local_dir", folder)
+    with pytest.raises(PreflightError) as error:
+        run_preflight("sft", overrides, export_target=str(target))
+    assert len(error.value.messages) == 2
+    assert "model_export.sh did not write" in error.value.messages[0]
+    assert "RESUME=1 continues that run, OVERWRITE=1 deletes them first" in error.value.messages[1]
+    (target / "config.json").unlink()  # an empty folder may be filled
+    values = run_preflight("sft", overrides, overwrite=True, export_target=str(target))
+    assert values["start"] == f"fresh; OVERWRITE=1 first deletes the 3 checkpoint(s) in {folder}"
+
+
+def test_grpo_preflight_refuses_checkpoints_that_do_not_fit_and_names_the_keep_setting(launcher_overrides,
+                                                                                        monkeypatch):
+    from rationanomaly.train import preflight
+
+    values = run_preflight("grpo", launcher_overrides["grpo"])
+    each = int(values["checkpoints"].split("4 x ~")[1].split(" kB")[0].replace(".", "")) * 100  # ~211.4 kB
+    monkeypatch.setattr(preflight, "free_bytes", lambda folder: 2 * each + each // 2)  # room for two
+    with pytest.raises(PreflightError, match=r"4 checkpoints x ~.* will not fit .* keep the last 2 with "
+                                             r"trainer\.max_actor_ckpt_to_keep=2"):
+        run_preflight("grpo", launcher_overrides["grpo"])
+    kept = run_preflight("grpo", [*launcher_overrides["grpo"], "trainer.max_actor_ckpt_to_keep=2"])
+    assert ", the last 2 kept = " in kept["checkpoints"]

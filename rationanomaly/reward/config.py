@@ -11,7 +11,8 @@ from rationanomaly.paths import REPO_ROOT
 from rationanomaly.reward.components import ANSWER_SCHEMES, BLEU_TOKENS
 
 DEFAULT_PPL_MODEL = "models/distilgpt2"  # reference: DistilGPT-2, here in the git-ignored models/ folder
-FETCH_COMMAND = "huggingface-cli download distilbert/distilgpt2 --local-dir models/distilgpt2"
+# huggingface_hub >= 1.0 (what transformers 5 installs) replaced `huggingface-cli` with `hf`
+FETCH_COMMAND = "hf download distilbert/distilgpt2 --local-dir models/distilgpt2"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_BATCH_SIZE = 8  # ours: texts per pass; packed on 2 CPU cores, 8 to 32 ran within 4% of each other

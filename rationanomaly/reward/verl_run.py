@@ -1,6 +1,6 @@
 """Score sample rollouts through stock verl's own reward manager, configured the way model_train.sh does it.
 
-    python -m rationanomaly.reward.verl_run --parquet datasets/bgl_validation.parquet \
+    python -m rationanomaly.reward.verl_run --parquet datasets/bgl_train.parquet \
         --model models/llama-2-7b-chat-hf --ppl_model models/distilgpt2 --out runs/reward_check
 
 For each RL parquet row it builds a few typical rollouts (the reference CoT itself, the same reasoning
@@ -183,7 +183,7 @@ def run_reward_check(parquet: Path, model: Path, reward_kwargs: Mapping[str, obj
 def main(argv: list[str] | None = None) -> int:
     """CLI: score sample rollouts through verl and fail when verl's numbers differ from the package's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parquet", type=Path, default=REPO_ROOT / "datasets" / "bgl_validation.parquet")
+    parser.add_argument("--parquet", type=Path, default=REPO_ROOT / "datasets" / "bgl_train.parquet")
     parser.add_argument("--model", type=Path, required=True, help="actor model folder (its tokenizer is used)")
     parser.add_argument("--ppl_model", "--ppl-model", default="models/distilgpt2", help="perplexity model or none")
     parser.add_argument("--rows", type=int, default=4, help="parquet rows to build rollouts from")

@@ -1,24 +1,28 @@
-"""Checkpoint export helpers for model_export.sh: find the checkpoint to merge, then merge a LoRA adapter.
+"""Checkpoint export helpers for model_export.sh: check the target, find the checkpoint, merge a LoRA adapter.
 
+    python -m rationanomaly.train.export check-target --checkpoints targets/RationAnomaly --target models/RationAnomaly
     python -m rationanomaly.train.export locate --checkpoints targets/RationAnomaly
     python -m rationanomaly.train.export merge-lora --model models/RationAnomaly-SFT
 
 verl's own merger (`python -m verl.model_merger merge --backend fsdp`) turns FSDP shards into a Hugging
 Face folder. For a LoRA checkpoint it writes the *base* weights plus the adapter in `lora_adapter/`
 (notes/verl-0.9.1.md §5); `merge-lora` folds that adapter into the weights with PEFT so GRPO, vLLM and
-evaluation load one plain model.
+evaluation load one plain model. Every exported folder gets a marker file (`mark`); OVERWRITE=1 replaces
+only folders that carry it, so an export never deletes anything it did not write.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import datetime
 import shutil
 import sys
 from pathlib import Path
 
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # written by verl's checkpoint managers
-STEP_DIR = re.compile(r"global_step_(\d+)")
+from rationanomaly.io import write_json_atomic
+from rationanomaly.train.checkpoints import TRACKER_FILE, checkpoint_steps
+
+EXPORT_MARKER = "rationanomaly_export.json"  # written into every folder model_export.sh produces
 ADAPTER_DIR = "lora_adapter"  # where verl's merger puts a LoRA adapter
 MERGED_ADAPTER_DIR = "lora_adapter_merged"  # kept for reference; renamed so a second merge-lora is a no-op
 FSDP_CONFIG = "fsdp_config.json"
@@ -36,7 +40,7 @@ def latest_step(checkpoints: Path) -> int:
         if text.isdigit():
             return int(text)
         raise ExportError(f"{tracker} holds {text!r}, not a step number; pass STEP=N instead")
-    steps = [int(m.group(1)) for p in checkpoints.glob("global_step_*") if (m := STEP_DIR.fullmatch(p.name))]
+    steps = checkpoint_steps(checkpoints)
     if not steps:
         raise ExportError(f"no checkpoint under {checkpoints} (no {TRACKER_FILE}, no global_step_N folder): "
                           f"train first (bash model_train.sh) or set CHECKPOINTS=<trainer.default_local_dir>")
@@ -56,6 +60,43 @@ def checkpoint_dir(checkpoints: str | Path, step: int | None = None) -> Path:
             return candidate
     raise ExportError(f"{step_dir} holds no FSDP checkpoint ({FSDP_CONFIG} missing in it and in actor/); "
                       f"pick another step with STEP=N")
+
+
+def check_target(checkpoints: str | Path, target: str | Path, overwrite: bool) -> str:
+    """Refuse an export target that would destroy something; returns `new`, `empty` or `replace`.
+
+    The target may not be, lie inside, or contain the checkpoint folder (replacing it would delete the
+    checkpoints), and an existing non-empty folder is replaced only when an earlier export wrote it
+    (it holds EXPORT_MARKER) and OVERWRITE=1 asks for it.
+    """
+    source, path = Path(checkpoints).resolve(), Path(target)
+    resolved = path.resolve()
+    if resolved == source or source in resolved.parents:
+        raise ExportError(f"TARGET_DIR={target} is inside the checkpoint folder {checkpoints}; "
+                          f"choose a folder outside it, e.g. TARGET_DIR=models/<name>")
+    if resolved in source.parents:
+        raise ExportError(f"TARGET_DIR={target} contains the checkpoint folder {checkpoints}, which replacing it would "
+                          f"delete; choose a folder beside it, e.g. TARGET_DIR=models/<name>")
+    if not path.exists() and not path.is_symlink():
+        return "new"
+    if not path.is_dir():
+        raise ExportError(f"TARGET_DIR={target} exists and is not a folder; remove it or choose another TARGET_DIR")
+    if not any(path.iterdir()):
+        return "empty"
+    if not (path / EXPORT_MARKER).is_file():
+        raise ExportError(f"TARGET_DIR={target} holds files that model_export.sh did not write (no {EXPORT_MARKER}), "
+                          f"which even OVERWRITE=1 keeps; move them away or choose another TARGET_DIR")
+    if not overwrite:
+        raise ExportError(f"TARGET_DIR={target} already holds an export; set OVERWRITE=1 to replace it, "
+                          f"or choose TARGET_DIR=<new folder>")
+    return "replace"
+
+
+def write_marker(model_dir: str | Path, checkpoint: str | Path) -> Path:
+    """Record in an exported folder which checkpoint it came from (and that this project wrote it)."""
+    record = {"written_by": "model_export.sh", "checkpoint": str(checkpoint),
+              "exported_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return write_json_atomic(Path(model_dir) / EXPORT_MARKER, record)
 
 
 def merge_lora_adapter(model_dir: str | Path) -> bool:
@@ -90,9 +131,16 @@ def merge_lora_adapter(model_dir: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI for model_export.sh: `locate` prints the merger's --local_dir, `merge-lora` merges an adapter."""
+    """CLI for model_export.sh: `check-target`, `locate` (the merger's --local_dir), `merge-lora`, `mark`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    target = commands.add_parser("check-target", help="refuse a TARGET_DIR the export would damage")
+    target.add_argument("--checkpoints", default="targets/RationAnomaly", help="trainer.default_local_dir")
+    target.add_argument("--target", required=True, help="the folder the export would write")
+    target.add_argument("--overwrite", action="store_true", help="OVERWRITE=1: replace an earlier export")
+    mark = commands.add_parser("mark", help=f"write {EXPORT_MARKER} into an exported folder")
+    mark.add_argument("--model", required=True, help="the exported folder")
+    mark.add_argument("--checkpoint", required=True, help="the checkpoint folder it came from")
     locate = commands.add_parser("locate", help="print the checkpoint folder verl's merger should read")
     locate.add_argument("--checkpoints", default="targets/RationAnomaly", help="trainer.default_local_dir")
     locate.add_argument("--step", default="latest", help="a step number, or latest (from the tracker file)")
@@ -100,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--model", required=True, help="a folder written by verl's model merger")
     args = parser.parse_args(argv)
     try:
-        if args.command == "locate":
+        if args.command == "check-target":
+            check_target(args.checkpoints, args.target, args.overwrite)
+        elif args.command == "mark":
+            write_marker(args.model, args.checkpoint)
+        elif args.command == "locate":
             if args.step != "latest" and not args.step.isdigit():
                 raise ExportError(f"STEP={args.step!r} is not a step number; pass a number or latest")
             step = None if args.step == "latest" else int(args.step)

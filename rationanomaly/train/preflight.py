@@ -13,15 +13,30 @@ repeated here).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
+import io
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from rationanomaly.train.checkpoints import (
+    CheckpointPlan,
+    checkpoint_bytes,
+    checkpoint_steps,
+    format_bytes,
+    format_steps,
+    free_bytes,
+    kept_checkpoints,
+    model_parameters,
+    save_steps,
+)
+from rationanomaly.train.export import ExportError, check_target, latest_step
 
 STAGES = ("grpo", "sft")
 # verl's own entry points read these configurations (trainer/main_ppo.py, trainer/sft_trainer.py).
@@ -47,12 +62,47 @@ CHECKED = {
     "sft": "verl composition, engine dataclasses, chat template applies turn by turn, datasets, every message kept",
 }
 
+# Llama-2-7B-chat is gated: accept Meta's licence on its Hugging Face page and log in (`hf auth login`) first.
+BASE_MODEL_FETCH = "hf download meta-llama/Llama-2-7b-chat-hf --local-dir models/llama-2-7b-chat-hf"
+
+# The reference fork averaged each response over its own tokens, then over responses; verl 0.9.1's name for
+# that is seq-mean-token-mean (its token-mean divides by the tokens of the whole mini-batch instead).
+REFERENCE_LOSS_AGG_MODE = "seq-mean-token-mean"
+
 # verl loads the training model with this unless override_config.attn_implementation says otherwise.
 VERL_DEFAULT_ATTENTION = "flash_attention_2"
 
 
 class PreflightError(ValueError):
-    """A configuration that would fail (or silently misbehave) on the GPU node; the message names the fix."""
+    """A configuration that would fail (or silently misbehave) on the GPU node; each message names its fix."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__(" / ".join(messages))
+        self.messages = list(messages)
+
+
+class Findings:
+    """Runs checks one after another and keeps every problem, so a single pass reports them all.
+
+    A check whose input failed an earlier check is skipped by the caller (it returns None here), so
+    one broken knob yields one line, not a cascade.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def check(self, check: Callable[..., Any], *args: Any) -> Any:
+        """The check's result, or None after recording its problem(s)."""
+        try:
+            return check(*args)
+        except PreflightError as error:
+            self.problems.extend(error.messages)
+            return None
+
+    def raise_if_any(self) -> None:
+        """Raise one PreflightError holding every problem found."""
+        if self.problems:
+            raise PreflightError(*self.problems)
 
 
 def override_key(override: str) -> str:
@@ -125,19 +175,20 @@ def check_files(files: Iterable[str], key: str) -> list[str]:
 
 
 MODEL_FIXES = {
-    "BASE_MODEL": "download the model there or set BASE_MODEL=<folder>",
+    "BASE_MODEL": f"download it ({BASE_MODEL_FETCH}) or set BASE_MODEL=<folder>",
     "GRPO_MODEL": "run STAGE=sft bash model_train.sh to create it (GRPO starts from the SFT model), "
                   "or set GRPO_MODEL=<folder>",
 }
 
 
-def check_model_dir(path: str, knob: str) -> None:
+def check_model_dir(path: str, knob: str) -> Path:
     """A local Hugging Face folder with config.json: no hub download happens on a training node."""
     folder = Path(os.path.expanduser(path))
     if not folder.is_dir():
         raise PreflightError(f"model folder {path} does not exist; {MODEL_FIXES[knob]}")
     if not (folder / "config.json").is_file():
         raise PreflightError(f"model folder {path} has no config.json; point {knob} at a Hugging Face model folder")
+    return folder
 
 
 def check_attention(attention: str) -> None:
@@ -156,7 +207,7 @@ def check_loggers(loggers: Iterable[str]) -> None:
                                  f"pip install {package}, or drop it from trainer.logger")
 
 
-def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: int, n_gpus: int) -> None:
+def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: int, n_gpus: int) -> bool:
     """Batch arithmetic verl checks late (validate_config) or only inside GPU workers (notes §1)."""
     if mini_batch_size > train_batch_size:
         raise PreflightError(f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini_batch_size}) is larger than "
@@ -168,6 +219,7 @@ def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: in
     if (mini_batch_size * rollouts) % n_gpus:
         raise PreflightError(f"ppo_mini_batch_size x rollout.n = {mini_batch_size} x {rollouts} does not divide over "
                              f"{n_gpus} GPUs: choose a GPU count or mini-batch so that it does")
+    return True
 
 
 def check_sft_batches(train_batch_size: int, n_gpus: int) -> None:
@@ -289,7 +341,7 @@ def check_sft_sample(dataset, tokenizer) -> None:
                              f"turn when building datasets/sft_*.parquet")
 
 
-def check_chat_template(tokenizer) -> None:
+def check_chat_template(tokenizer) -> bool:
     """verl's SFT dataset templates [user] and [user, user] to find each turn's prefix (notes §4).
 
     Llama-2-chat's own template refuses two user turns in a row, so verl cannot even build the dataset.
@@ -303,6 +355,7 @@ def check_chat_template(tokenizer) -> None:
                              f"does ({_one_line(error)}): set SFT_CHAT_TEMPLATE=rationanomaly/train/"
                              f"llama2_chat_template.jinja (the launcher's default) or another template without "
                              f"that check") from error
+    return True
 
 
 def _run_verl_validate(config) -> None:
@@ -321,48 +374,200 @@ def _run_verl_validate(config) -> None:
         raise PreflightError(f"verl validate_config: {_one_line(error)}") from error
 
 
-def preflight_grpo(config) -> dict[str, Any]:
+def validation_on(stage: str, trainer, val_files: Sequence[str]) -> bool:
+    """Whether verl will ever score data.val_files: GRPO on test_freq > 0 or val_before_train; SFT whenever
+    a validation file is given (its trainer validates at the last step)."""
+    if stage == "sft":
+        return bool(val_files)
+    return int(trainer.test_freq) > 0 or bool(trainer.val_before_train)
+
+
+def parquet_templates(path: str) -> set[str]:
+    """The templates (`extra_info.template`) of a parquet built by datasets/parquet_builder.py; empty otherwise."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path, columns=["extra_info"])
+    except Exception:  # another builder's file without our extra_info: nothing to compare
+        return set()
+    return {info["template"] for info in frame["extra_info"] if isinstance(info, Mapping) and "template" in info}
+
+
+def check_held_out(train_files: Sequence[str], val_files: Sequence[str], knob: str) -> None:
+    """Validation must not score training data: no shared file, no shared template."""
+    fix = (f"build a held-out split with python datasets/parquet_builder.py --validation_ratio 0.1 (it writes the "
+           f"validation files) and point {knob} at it, or turn validation off")
+    if {Path(f).resolve() for f in train_files} & {Path(f).resolve() for f in val_files}:
+        raise PreflightError(f"validation is on but {knob} names a training file: {fix}")
+    train = set().union(*(parquet_templates(f) for f in train_files))
+    shared = train & set().union(*(parquet_templates(f) for f in val_files))
+    if shared:
+        raise PreflightError(f"validation is on but {len(shared)} validation template(s) are also training templates "
+                             f"(e.g. {sorted(shared)[0][:60]!r}; a file left from an earlier build?): {fix}")
+
+
+def resume_plan(folder: str, resume_mode: str, overwrite: bool, total_steps: int) -> str:
+    """What the run does with checkpoints already in its output folder; refuses silent reuse of an old run.
+
+    verl's default `resume_mode=auto` continues whatever the folder holds, so a rerun could export an
+    earlier run's weights. The launcher passes `disable` unless RESUME=1.
+    """
+    existing = checkpoint_steps(folder)
+    if resume_mode == "disable":
+        if existing and not overwrite:
+            raise PreflightError(f"{folder} already holds checkpoints of an earlier run (steps "
+                                 f"{format_steps(existing)}); RESUME=1 continues that run, OVERWRITE=1 deletes them "
+                                 f"first, or choose another output folder (OUTPUT_DIR / SFT_OUTPUT_DIR)")
+        if existing:
+            return f"fresh; OVERWRITE=1 first deletes the {len(existing)} checkpoint(s) in {folder}"
+        return f"fresh (no checkpoint in {folder})"
+    if resume_mode != "auto":
+        return f"trainer.resume_mode={resume_mode}"
+    if not existing:
+        return f"fresh (RESUME=1, but {folder} holds no checkpoint yet)"
+    latest = latest_step(Path(folder))
+    if latest >= total_steps:
+        raise PreflightError(f"{folder} already holds the last step ({latest} of {total_steps}), so RESUME=1 would "
+                             f"train nothing: export it with bash model_export.sh, or start fresh with OVERWRITE=1")
+    return f"resumes from step {latest} of {total_steps} in {folder} (RESUME=1)"
+
+
+def plan_checkpoints(folder: str, steps: Sequence[int], keep: int | None, model_dir: Path,
+                     lora_rank: int = 0) -> CheckpointPlan:
+    """The run's checkpoint steps, their estimated size (from the model's config) and the free space."""
+    try:
+        parameters, trainable = model_parameters(model_dir, lora_rank)
+    except Exception as error:
+        raise PreflightError(f"cannot size the checkpoints of {model_dir}: {_one_line(error)}") from error
+    return CheckpointPlan(Path(folder), tuple(steps), kept_checkpoints(len(steps), keep),
+                          checkpoint_bytes(parameters, trainable), free_bytes(folder))
+
+
+def check_disk(plan: CheckpointPlan, keep_key: str) -> None:
+    """The checkpoints the run keeps must fit in the free space of its output folder."""
+    if plan.free_bytes is None or plan.bytes_needed <= plan.free_bytes:
+        return
+    fit = plan.free_bytes // plan.bytes_each
+    keep = (f"keep the last {fit} with {keep_key}={fit}" if fit else
+            "not even one fits, so free space or choose another output folder")
+    raise PreflightError(f"{plan.kept} checkpoints x ~{format_bytes(plan.bytes_each)} = "
+                         f"{format_bytes(plan.bytes_needed)} will not fit in the {format_bytes(plan.free_bytes)} free "
+                         f"under {plan.folder}: {keep} (verl deletes older ones), or save less often (SAVE_FREQ)")
+
+
+def describe_checkpoints(plan: CheckpointPlan) -> str:
+    """One summary line: where, at which steps, how big, against the free space."""
+    if not plan.steps:
+        return f"none (save_freq off): nothing lands in {plan.folder}"
+    kept = "" if plan.kept == len(plan.steps) else f", the last {plan.kept} kept"
+    free = "" if plan.free_bytes is None else f"; {format_bytes(plan.free_bytes)} free"
+    return (f"{plan.folder}/global_step_N at steps {format_steps(plan.steps)}: {len(plan.steps)} x "
+            f"~{format_bytes(plan.bytes_each)}{kept} = {format_bytes(plan.bytes_needed)}{free}")
+
+
+def check_export_target(checkpoints: str, target: str, overwrite: bool) -> str:
+    """The SFT stage exports into SFT_MODEL after training: refuse a target the export would refuse, now."""
+    try:
+        return check_target(checkpoints, target, overwrite)
+    except ExportError as error:
+        raise PreflightError(f"the SFT export target (SFT_MODEL, model_export.sh's TARGET_DIR): {error}") from error
+
+
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value the last override of `key` sets (what Hydra keeps), or None."""
+    values = [item.split("=", 1)[1] for item in overrides if "=" in item and override_key(item) == key]
+    return values[-1] if values else None
+
+
+def describe_loss_aggregation(mode: str) -> str:
+    """The actor's loss aggregation and how it relates to the reference run (tests/test_loss_aggregation.py)."""
+    if mode == REFERENCE_LOSS_AGG_MODE:
+        return f"{mode} (policy and KL loss; every response weighs the same, as in the reference run)"
+    if mode == "token-mean":
+        return (f"{mode} (verl's default: responses weigh by their length; the reference weighed each response "
+                f"the same: LOSS_AGG_MODE={REFERENCE_LOSS_AGG_MODE})")
+    return f"{mode} (not the reference run's {REFERENCE_LOSS_AGG_MODE})"
+
+
+def _plan_run(findings: Findings, stage: str, config, rows: int | None, model_dir: Path | None,
+              lora_rank: int, overwrite: bool) -> dict[str, str]:
+    """Steps, start (fresh or resumed) and checkpoint lines, once the training rows are known."""
+    trainer = config.trainer
+    batch = int(config.data.train_batch_size)
+    per_epoch = findings.check(check_enough_rows, rows, batch, "data.train_files") if rows is not None else None
+    if per_epoch is None:
+        return {}
+    epochs = int(trainer.total_epochs)
+    total = int(trainer.total_training_steps or per_epoch * epochs)
+    values = {"steps": f"{per_epoch} per epoch x {epochs} epochs = {total}" +
+              ("" if total == per_epoch * epochs else f" (trainer.total_training_steps={total})")}
+    start = findings.check(resume_plan, str(trainer.default_local_dir), str(trainer.resume_mode), overwrite, total)
+    if start is not None:
+        values["start"] = start
+    save_freq = per_epoch if trainer.save_freq == "after_each_epoch" else int(trainer.save_freq)
+    steps = save_steps(total, save_freq, save_last=stage == "sft")
+    keep_key = "trainer.max_ckpt_to_keep" if stage == "sft" else "trainer.max_actor_ckpt_to_keep"
+    if model_dir is not None:
+        plan = findings.check(plan_checkpoints, str(trainer.default_local_dir), steps,
+                              trainer.get(keep_key.split(".", 1)[1]), model_dir, lora_rank)
+        if plan is not None:
+            findings.check(check_disk, plan, keep_key)
+            values["checkpoints"] = describe_checkpoints(plan)
+    return values
+
+
+def preflight_grpo(config, overwrite: bool = False) -> dict[str, Any]:
     """Every check the GRPO run would hit before its first rollout; returns the key resolved values."""
     from verl.trainer.ppo.utils import create_rl_dataset
 
-    arr = config.actor_rollout_ref
-    data = config.data
-    n_gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
-    check_model_dir(arr.model.path, "GRPO_MODEL")
-    train_files = check_files(as_list(data.train_files), "data.train_files (TRAIN_FILES)")
-    val_files = check_files(as_list(data.val_files), "data.val_files (VAL_FILES)")
-    check_grpo_batches(int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size), int(arr.rollout.n), n_gpus)
-    _run_verl_validate(config)
+    findings = Findings()
+    arr, data, trainer = config.actor_rollout_ref, config.data, config.trainer
+    n_gpus = int(trainer.n_gpus_per_node) * int(trainer.nnodes)
+    model_dir = findings.check(check_model_dir, arr.model.path, "GRPO_MODEL")
+    train_files = findings.check(check_files, as_list(data.train_files), "data.train_files (TRAIN_FILES)")
+    val_files = findings.check(check_files, as_list(data.val_files), "data.val_files (VAL_FILES)")
+    validating = validation_on("grpo", trainer, val_files or [])
+    if validating and train_files and val_files:
+        findings.check(check_held_out, train_files, val_files, "VAL_FILES")
+    batches_ok = findings.check(check_grpo_batches, int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size),
+                                int(arr.rollout.n), n_gpus)
+    if batches_ok:  # verl's validate_config repeats the same arithmetic in its own words
+        findings.check(_run_verl_validate, config)
     attention = arr.model.get("override_config", {}).get("attn_implementation", VERL_DEFAULT_ATTENTION)
-    check_attention(attention)
-    check_loggers(as_list(config.trainer.logger))
-    model = _convert(arr.model, "actor_rollout_ref.model")
-    _convert(arr.actor, "actor_rollout_ref.actor")
-    _convert(_ref_as_actor(config), "actor_rollout_ref.ref")
-    _convert(arr.rollout, "actor_rollout_ref.rollout")
-    _convert(config.algorithm, "algorithm")
-    reward_kwargs = check_reward(config)
+    findings.check(check_attention, attention)
+    findings.check(check_loggers, as_list(trainer.logger))
+    model = findings.check(_convert, arr.model, "actor_rollout_ref.model") if model_dir else None
+    for node, what in ((arr.actor, "actor_rollout_ref.actor"), (_ref_as_actor(config), "actor_rollout_ref.ref"),
+                       (arr.rollout, "actor_rollout_ref.rollout"), (config.algorithm, "algorithm")):
+        findings.check(_convert, node, what)
+    reward_kwargs = findings.check(check_reward, config)
 
-    def rl_dataset(files: list[str], is_train: bool) -> Any:
-        return create_rl_dataset(files, data, model.tokenizer, model.processor, is_train=is_train)
+    def rows(files: list[str] | None, is_train: bool, key: str) -> int | None:
+        if model is None or not files:
+            return None
+        build = lambda: create_rl_dataset(files, data, model.tokenizer, model.processor, is_train=is_train)  # noqa: E731
+        dataset = findings.check(_load_dataset, build, key)
+        return None if dataset is None else len(dataset)
 
-    train_rows = len(_load_dataset(lambda: rl_dataset(train_files, True), "data.train_files"))
-    val_rows = len(_load_dataset(lambda: rl_dataset(val_files, False), "data.val_files"))
-    steps = check_enough_rows(train_rows, int(data.train_batch_size), "data.train_files")
-    epochs = int(config.trainer.total_epochs)
-    total = config.trainer.total_training_steps or steps * epochs
+    train_rows = rows(train_files, True, "data.train_files")
+    val_rows = rows(val_files, False, "data.val_files") if validating else None
+    plan = _plan_run(findings, "grpo", config, train_rows, model_dir, 0, overwrite)
+    findings.raise_if_any()
+    validation = (f"every {trainer.test_freq} steps on {', '.join(val_files)} ({val_rows} rows)" if validating else
+                  f"off (trainer.test_freq={trainer.test_freq}, as the reference run); verl still builds its "
+                  f"validation dataset from {', '.join(val_files)} and never scores it")
     return {
         "entry point": ENTRY_POINTS["grpo"],
         "model": arr.model.path,
         "attention": attention,
         "train files": f"{', '.join(train_files)} ({train_rows} rows)",
-        "val files": f"{', '.join(val_files)} ({val_rows} rows)",
-        "GPUs": f"{config.trainer.n_gpus_per_node} per node x {config.trainer.nnodes} nodes = {n_gpus}",
+        "validation": validation,
+        "GPUs": f"{trainer.n_gpus_per_node} per node x {trainer.nnodes} nodes = {n_gpus}",
         "batch": f"{data.train_batch_size} prompts x {arr.rollout.n} rollouts = "
                  f"{int(data.train_batch_size) * int(arr.rollout.n)} responses per step",
         "mini-batch / micro-batch per GPU":
             f"{arr.actor.ppo_mini_batch_size} / {arr.actor.ppo_micro_batch_size_per_gpu}",
-        "steps": f"{steps} per epoch x {epochs} epochs = {total}",
+        "loss aggregation": describe_loss_aggregation(str(arr.actor.loss_agg_mode)),
         "actor lr": arr.actor.optim.lr,
         "KL loss": f"{arr.actor.use_kl_loss} coef {arr.actor.kl_loss_coef} type {arr.actor.kl_loss_type}",
         "rollout": f"{arr.rollout.name} temperature {arr.rollout.temperature} gpu_memory_utilization "
@@ -370,66 +575,93 @@ def preflight_grpo(config) -> dict[str, Any]:
         "lengths": f"prompt {data.max_prompt_length} response {data.max_response_length}",
         "reward": f"{config.reward.custom_reward_function.path}:{config.reward.custom_reward_function.name}",
         "reward kwargs": reward_kwargs,
-        "logger": list(as_list(config.trainer.logger)),
-        "checkpoints": f"{config.trainer.default_local_dir} every {config.trainer.save_freq} steps",
+        "logger": list(as_list(trainer.logger)),
+        **plan,
     }
 
 
-def preflight_sft(config) -> dict[str, Any]:
+def preflight_sft(config, overwrite: bool = False, export_target: str | None = None) -> dict[str, Any]:
     """Every check the SFT run would hit before its first step; returns the key resolved values."""
     from verl.trainer.sft_trainer import create_sft_dataset
-
-    data = config.data
-    n_gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
-    check_model_dir(config.model.path, "BASE_MODEL")
-    train_files = check_files(as_list(data.train_files), "data.train_files (SFT_TRAIN_FILES)")
-    val_files = as_list(data.val_files)
-    if val_files:
-        check_files(val_files, "data.val_files (SFT_VAL_FILES)")
-    check_sft_batches(int(data.train_batch_size), n_gpus)
     from verl.utils.device import auto_set_device
 
+    findings = Findings()
+    data, trainer = config.data, config.trainer
+    if export_target:
+        findings.check(check_export_target, str(trainer.default_local_dir), export_target, overwrite)
+    n_gpus = int(trainer.n_gpus_per_node) * int(trainer.nnodes)
+    model_dir = findings.check(check_model_dir, config.model.path, "BASE_MODEL")
+    train_files = findings.check(check_files, as_list(data.train_files), "data.train_files (SFT_TRAIN_FILES)")
+    val_files = as_list(data.val_files)
+    if val_files:
+        val_files = findings.check(check_files, val_files, "data.val_files (SFT_VAL_FILES)")
+        if train_files and val_files:
+            findings.check(check_held_out, train_files, val_files, "SFT_VAL_FILES")
+    findings.check(check_sft_batches, int(data.train_batch_size), n_gpus)
     auto_set_device(config)
     attention = config.model.get("override_config", {}).get("attn_implementation", VERL_DEFAULT_ATTENTION)
-    check_attention(attention)
-    check_loggers(as_list(config.trainer.logger))
-    model = _convert(config.model, "model")
+    findings.check(check_attention, attention)
+    findings.check(check_loggers, as_list(trainer.logger))
+    model = findings.check(_convert, config.model, "model") if model_dir else None
     for section in ("engine", "optim", "checkpoint", "profiler"):
-        _convert(config[section], section)
-    check_chat_template(model.tokenizer)
+        findings.check(_convert, config[section], section)
+    template_ok = model is not None and findings.check(check_chat_template, model.tokenizer)
 
-    def sft_dataset(files: list[str]) -> Any:
-        return create_sft_dataset(files, data, model.tokenizer, model.processor)
+    def dataset(files: list[str] | None, key: str) -> Any:
+        if not template_ok or not files:  # verl's SFT dataset applies the chat template: it would fail the same way
+            return None
+        return findings.check(_load_dataset, lambda: create_sft_dataset(files, data, model.tokenizer, model.processor),
+                              key)
 
-    train_dataset = _load_dataset(lambda: sft_dataset(train_files), "data.train_files")
-    check_sft_sample(train_dataset, model.tokenizer)
-    train_rows = len(train_dataset)
-    val_rows = len(_load_dataset(lambda: sft_dataset(val_files), "data.val_files")) if val_files else 0
-    steps = check_enough_rows(train_rows, int(data.train_batch_size), "data.train_files")
-    epochs = int(config.trainer.total_epochs)
+    train_dataset = dataset(train_files, "data.train_files")
+    if train_dataset is not None:
+        findings.check(check_sft_sample, train_dataset, model.tokenizer)
+    val_dataset = dataset(val_files, "data.val_files")
+    train_rows = None if train_dataset is None else len(train_dataset)
+    lora_rank = int(config.model.get("lora_rank") or 0)
+    plan = _plan_run(findings, "sft", config, train_rows, model_dir, lora_rank, overwrite)
+    findings.raise_if_any()
     return {
         "entry point": ENTRY_POINTS["sft"],
         "model": config.model.path,
         "attention": attention,
         "LoRA": f"rank {config.model.lora_rank} alpha {config.model.lora_alpha} targets {config.model.target_modules}",
         "train files": f"{', '.join(train_files)} ({train_rows} rows)",
-        "val files": f"{', '.join(val_files)} ({val_rows} rows)" if val_files else "none",
-        "GPUs": f"{config.trainer.n_gpus_per_node} per node x {config.trainer.nnodes} nodes = {n_gpus}",
+        "validation": f"{', '.join(val_files)} ({len(val_dataset)} rows), at the last step" if val_files else
+                      "none (SFT_VAL_FILES unset: every sample trains)",
+        "GPUs": f"{trainer.n_gpus_per_node} per node x {trainer.nnodes} nodes = {n_gpus}",
         "batch / micro-batch per GPU": f"{data.train_batch_size} / {data.micro_batch_size_per_gpu}",
-        "steps": f"{steps} per epoch x {epochs} epochs = {config.trainer.total_training_steps or steps * epochs}",
         "lr": config.optim.lr,
         "max length": data.max_length,
-        "logger": list(as_list(config.trainer.logger)),
-        "checkpoints": f"{config.trainer.default_local_dir} save_freq {config.trainer.save_freq}",
+        "logger": list(as_list(trainer.logger)),
+        **plan,
     }
 
 
-def run_preflight(stage: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """Compose and check the configuration of one stage; raises PreflightError on the first problem."""
+def run_preflight(stage: str, overrides: Sequence[str], overwrite: bool = False,
+                  export_target: str | None = None) -> dict[str, Any]:
+    """Compose and check the configuration of one stage; raises PreflightError listing every problem found.
+
+    `overwrite`: the launcher deletes the checkpoints already in the output folder first (OVERWRITE=1);
+    `export_target`: where the SFT stage exports its merged model afterwards (SFT_MODEL).
+    """
     if stage == "grpo":
         check_legacy_reward_overrides(overrides)
     config = compose_config(stage, overrides)
-    return preflight_grpo(config) if stage == "grpo" else preflight_sft(config)
+    if stage == "grpo":
+        return preflight_grpo(config, overwrite)
+    return preflight_sft(config, overwrite, export_target)
+
+
+def check_overrides_only(stage: str, overrides: Sequence[str], overwrite: bool, export_target: str | None) -> None:
+    """The cheap checks a run with SKIP_PREFLIGHT=1 still makes: legacy reward keys, the SFT export target."""
+    findings = Findings()
+    if stage == "grpo":
+        findings.check(check_legacy_reward_overrides, overrides)
+    checkpoints = override_value(overrides, "trainer.default_local_dir")
+    if export_target and checkpoints:
+        findings.check(check_export_target, checkpoints, export_target, overwrite)
+    findings.raise_if_any()
 
 
 def format_summary(stage: str, values: Mapping[str, Any]) -> str:
@@ -441,23 +673,68 @@ def format_summary(stage: str, values: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def quiet_verl(held: io.StringIO, verbose: bool) -> Iterator[None]:
+    """Hold back what verl and its imports print while the checks run, so the verdict comes last.
+
+    On a CPU login node verl warns about every missing accelerator and optional engine, and `datasets`
+    draws progress bars; none of it is the verdict. Everything else lands in `held`, which the caller
+    prints before the verdict (with `verbose` it streams as it comes). The root logger's handlers are
+    restored afterwards.
+    """
+    if verbose:
+        logging.basicConfig(level=logging.WARNING)
+        yield
+        return
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    handler = logging.StreamHandler(held)
+    handler.addFilter(_not_platform_noise)
+    root.handlers, root.level = [handler], logging.WARNING
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+            with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
+                yield
+    finally:
+        root.handlers, root.level = saved
+
+
+def _not_platform_noise(record: logging.LogRecord) -> bool:
+    """Drop verl's "no accelerator detected" warnings: expected on the CPU node a dry run is made for."""
+    return not (record.name.startswith("verl.plugin.platform") and record.levelno < logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print the summary and exit 0, or print one `pre-flight error:` line and exit 2."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """CLI: print the summary and exit 0, or one `pre-flight error:` line per problem and exit 2."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--stage", choices=STAGES, default="grpo")
     parser.add_argument("--overrides-only", action="store_true",
                         help="only refuse legacy reward keys (cheap; what a run with SKIP_PREFLIGHT=1 still checks)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="the launcher deletes the checkpoints already in the output folder (OVERWRITE=1)")
+    parser.add_argument("--export_target", default=None,
+                        help="SFT: the folder the merged model is exported to afterwards (SFT_MODEL)")
+    parser.add_argument("--verbose", action="store_true", help="stream verl's own output instead of holding it back")
     parser.add_argument("overrides", nargs="*", help="verl Hydra overrides, as model_train.sh passes them")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    held = io.StringIO()
     try:
         if args.overrides_only:
-            check_legacy_reward_overrides(args.overrides)
+            check_overrides_only(args.stage, args.overrides, args.overwrite, args.export_target)
             return 0
-        values = run_preflight(args.stage, args.overrides)
+        with quiet_verl(held, args.verbose):
+            values = run_preflight(args.stage, args.overrides, args.overwrite, args.export_target)
     except PreflightError as error:
-        print(f"pre-flight error: {error}", file=sys.stderr)  # noqa: T201
+        sys.stderr.write(held.getvalue())
+        for message in error.messages:
+            print(f"pre-flight error: {message}", file=sys.stderr)  # noqa: T201
+        if len(error.messages) > 1:
+            print(f"pre-flight: {len(error.messages)} problems found, nothing started", file=sys.stderr)  # noqa: T201
         return 2
+    sys.stderr.write(held.getvalue())
     print(format_summary(args.stage, values))  # noqa: T201
     return 0
 

@@ -2,8 +2,9 @@
 
     python -m rationanomaly.train.tiny_run --output runs/train_dry_run
 
-builds a tiny Llama-2-style model, a tiny GPT-2 for the perplexity term and the four parquet files from the
-embedded sample rationales, then prints the environment that points model_train.sh at them:
+builds a tiny Llama-2-style model, a tiny GPT-2 for the perplexity term and the GRPO and SFT parquet files from
+the embedded sample rationales (every sample trains, as in the default run), then prints the environment that
+points model_train.sh at them:
 
     env $(python -m rationanomaly.train.tiny_run --output runs/train_dry_run) DRY_RUN=1 STAGE=all bash model_train.sh
 
@@ -62,16 +63,18 @@ def build_dry_run_inputs(folder: str | Path, seed: int = 0) -> dict[str, str]:
     folder = Path(folder)
     build_tiny_llama(folder / "tiny-llama", seed=seed)
     build_tiny_gpt2(folder / "tiny-gpt2", seed=seed)
-    files = {key: folder / f"{key}.parquet" for key in ("rl_train", "rl_validation", "sft_train", "sft_validation")}
-    build_parquet(sample_training_set(), files, COT_SYSTEM_PROMPT, validation_ratio=0.25, seed=seed)
+    files = {key: folder / f"{key}.parquet" for key in ("rl_train", "sft_train")}
+    build_parquet(sample_training_set(), files, COT_SYSTEM_PROMPT, seed=seed)  # as the default run: all samples train
     return {
         "BASE_MODEL": str(folder / "tiny-llama"),
-        "SFT_MODEL": str(folder / "tiny-llama"),
+        "GRPO_MODEL": str(folder / "tiny-llama"),  # stands in for the SFT model, which STAGE=sft would export
+        "SFT_MODEL": str(folder / "RationAnomaly-SFT"),
         "PPL_MODEL": str(folder / "tiny-gpt2"),
         "TRAIN_FILES": str(files["rl_train"]),
-        "VAL_FILES": str(files["rl_validation"]),
         "SFT_TRAIN_FILES": str(files["sft_train"]),
-        "SFT_VAL_FILES": str(files["sft_validation"]),
+        # the launcher's defaults write under targets/ of the repository; a dry run's checks look there
+        "OUTPUT_DIR": str(folder / "targets" / "RationAnomaly"),
+        "SFT_OUTPUT_DIR": str(folder / "targets" / "RationAnomaly-SFT"),
         **TINY_KNOBS,
     }
 
