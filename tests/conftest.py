@@ -18,6 +18,17 @@ import pytest  # noqa: E402
 from rationanomaly.paths import PUBLIC_DATA_ENV, public_data_dir  # noqa: E402
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A public data folder that is named but absent is a usage error: only an unset variable skips those tests.
+
+    Otherwise a typo in the path skips every public-data test and the run still reports success.
+    """
+    folder = public_data_dir()
+    if folder is not None and not folder.is_dir():
+        raise pytest.UsageError(f"{PUBLIC_DATA_ENV}={folder} is not a folder; point it at the public data folder "
+                                f"(CI uses ../shared/data) or unset it to skip the tests that need it")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
     """Keep Ray and HF datasets from writing into the home folder during tests."""
@@ -33,9 +44,7 @@ def public_data() -> Path:
     folder = public_data_dir()
     if folder is None:
         pytest.skip(f"{PUBLIC_DATA_ENV} is unset: point it at the public data folder (CI uses ../shared/data)")
-    if not folder.is_dir():
-        pytest.skip(f"{PUBLIC_DATA_ENV}={folder} is not a folder")
-    return folder
+    return folder  # a named folder that does not exist stopped the run in pytest_configure
 
 
 @pytest.fixture(scope="session")

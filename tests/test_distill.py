@@ -291,4 +291,4 @@ def test_cot_distill_cli_reports_a_data_error_without_a_traceback(tmp_path, caps
     cli = module_from_spec(spec)
     spec.loader.exec_module(cli)
     assert cli.main(["--input", str(structured), "--output_dir", str(tmp_path / "out")]) == 2
-    assert "error:" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "out").exists()

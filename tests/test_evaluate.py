@@ -17,6 +17,7 @@ from rationanomaly.evaluate import (
     confusion,
     evaluate,
     evaluate_files,
+    format_table,
     session_outcomes,
 )
 from rationanomaly.labels import ABNORMAL, NORMAL
@@ -106,11 +107,13 @@ def test_evaluate_rejects_a_prediction_for_an_input_missing_from_the_test_set():
         evaluate(_predictions([("other", "normal")]), _samples([("log", "normal")]))
 
 
-def test_evaluate_counts_test_items_without_a_prediction():
+def test_evaluate_partial_counts_test_items_without_a_prediction():
     testset = _samples([("a", "normal"), ("b", "abnormal")])
-    result = evaluate(_predictions([("b", "<answer>abnormal</answer>")]), testset)
+    result = evaluate(_predictions([("b", "<answer>abnormal</answer>")]), testset, partial=True)
     assert (result.unpredicted, result.template.total, result.template.tp) == (1, 1, 1)
     assert result.to_dict()["unpredicted"] == 1
+    assert result.to_dict()["coverage"] == {"predicted": 1, "test_items": 2, "partial": True}
+    assert "partial: 1 of 2 test items predicted (--partial)" in format_table(result)
 
 
 def test_evaluate_rejects_a_test_set_with_conflicting_labels():
@@ -210,7 +213,8 @@ def test_bgl_2k_sessions_map_template_predictions_exactly(bgl_2k, case, missing,
         del predicted[LUSTRE]
     (folder / "pred.json").write_text(json.dumps(_predictions(
         [(t, f"<think>.</think><answer>{p}</answer>") for t, p in predicted.items()])))
-    result = evaluate_files(folder / "pred.json", folder / "test.json", folder / "sessions.json", missing)
+    result = evaluate_files(folder / "pred.json", folder / "test.json", folder / "sessions.json", missing,
+                            partial=case == "truth without Lustre")
     template, session = result.template, result.session
     assert (template.tp, template.fp, template.fn, template.tn) == counts[0]
     assert (session.tp, session.fp, session.fn, session.tn, result.sessions_dropped) == counts[1]

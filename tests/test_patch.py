@@ -162,7 +162,7 @@ def test_cli_without_arguments_explains_the_reference_file_layout(capsys):
     if (REPO_ROOT / "datasets" / "anomaly_patch.json").exists():
         pytest.skip("a real datasets/anomaly_patch.json is present")
     assert run_cli([]) == 2
-    assert "datasets/trainsets/BGL.xlsx" in capsys.readouterr().out
+    assert "datasets/trainsets/BGL.xlsx" in capsys.readouterr().err
 
 
 PUBLIC_COUNTS = {  # (match) -> per-file (templates, matched, changed, n->a, a->n, before, after)

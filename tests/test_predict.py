@@ -106,7 +106,7 @@ def test_rerun_resumes_without_duplicates_and_matches_an_uninterrupted_run(tmp_p
     assert resumed_backend.seen == LOGS[4:]  # nothing generated twice
     assert _read(interrupted) == _read(clean)
     finished = EchoBackend()
-    assert predict_samples(SAMPLES, finished, interrupted, None).generated == 0 and finished.calls == 0
+    assert predict_samples(SAMPLES, finished, interrupted, None, batch_size=2).generated == 0 and finished.calls == 0
 
 
 def test_resume_refuses_a_file_from_another_test_set(tmp_path):
@@ -257,14 +257,13 @@ def test_openai_backend_reports_http_errors_with_status(chat_server, tmp_path):
         backend.generate(build_requests(SAMPLES[:1], None, 0))
 
 
-def test_openai_backend_reports_an_unreachable_server(monkeypatch):
+def test_openai_backend_fails_fast_on_an_unreachable_server(monkeypatch):
     monkeypatch.setattr(openai_backend, "BACKOFF_SECONDS", 0.0)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again before the request: nothing listens there
-    backend = make_backend("openai", "tiny", SamplingConfig(), base_url=f"http://127.0.0.1:{port}/v1")
-    with pytest.raises(EndpointError, match="cannot reach .*is the server running"):
-        backend.generate(build_requests(SAMPLES[:1], None, 0))
+    with pytest.raises(EndpointError, match=f"cannot reach http://127.0.0.1:{port}/v1/models .*start the server"):
+        make_backend("openai", "tiny", SamplingConfig(), base_url=f"http://127.0.0.1:{port}/v1")
 
 
 @pytest.mark.gpu
@@ -361,7 +360,8 @@ def test_model_predict_names_a_model_folder_that_is_not_there(tmp_path, capsys):
     missing = tmp_path / "models" / "RationAnomaly"
     assert main(["--model", str(missing), "--testset", str(tmp_path / "t.json"), "--backend", "transformers",
                  "--output", str(tmp_path / "p.json")]) == 2
-    assert f"cannot load model {missing}" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"error: model folder {missing} not found; pass an exported model folder (bash "
+                                       "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)\n")
 
 
 def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(tmp_path, capsys):
