@@ -34,7 +34,7 @@ _HINTS = {
 }
 
 
-class IncompleteRun(Exception):
+class IncompleteRun(RuntimeError):
     """The command ran and wrote what it could, but something requested could not be produced (exit 1)."""
 
 

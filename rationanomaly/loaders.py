@@ -175,7 +175,7 @@ def check_csv_rows_once(path: Path) -> list[str]:
             for row in reader:
                 if row and len(row) != len(header):
                     raise DataFormatError(
-                        f"{path}: line {start} has {len(row)} fields but the header has {len(header)} "
+                        f"{path}: line {start} has {len(row)} field{'s' * (len(row) != 1)} but the header has {len(header)} "
                         f"({', '.join(header)}); quote fields that contain commas (\"a, b\") or fix the row")
                 start = reader.line_num + 1
     except UnicodeDecodeError as error:

@@ -33,6 +33,7 @@ __all__ = [
     "PredictionRun",
     "Request",
     "SamplingConfig",
+    "check_local_model",
     "make_backend",
     "predict_file",
     "predict_samples",
