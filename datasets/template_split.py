@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  sessions: kept {sessions['kept']} ({sessions['kept_abnormal']} abnormal), dropped "
             f"{sessions['dropped']} that contain a training template"
+            + ("; none left for session-level evaluation (try a smaller --train_ratio)" if not sessions["kept"] else "")
         )
     print("-> " + ", ".join(meta["outputs"].values()) + f", {args.output_dir / f'{name}_split.json'}")
     return 0

@@ -223,10 +223,10 @@ def build_template_split(input_path: str | Path, output_dir: str | Path, name: s
         meta["sessions"] = {"input": str(sessions_path), "kept": len(kept), "dropped": len(dropped),
                             "kept_abnormal": sum(s.label == ABNORMAL for s in kept),
                             "dropped_abnormal": sum(s.label == ABNORMAL for s in dropped)}
-        if not kept:
-            raise ValueError(f"{sessions_path}: every one of its {len(dropped)} sessions holds a training template, "
-                             "so no session test set is left; split with a smaller --train_ratio or leave out "
-                             "--sessions")
+        if not kept:  # a secondary output may be empty (it is written and said); evaluation refuses it
+            logger.warning("%s: every one of its %d sessions holds a training template, so the session test set "
+                           "is empty; split with a smaller --train_ratio for session-level evaluation",
+                           sessions_path, len(dropped))
     meta["outputs"] = {key: str(path) for key, path in outputs.items()}
     with output_set():
         write_samples(outputs["train"], [Sample(t.text, t.label) for t in split.train])

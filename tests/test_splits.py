@@ -11,7 +11,7 @@ import pytest
 from rationanomaly.labels import ABNORMAL, NORMAL
 from rationanomaly.patch import NORMALIZED, patch_files
 from rationanomaly.paths import REPO_ROOT, SAMPLE_DATA_DIR
-from rationanomaly.samples import read_samples
+from rationanomaly.samples import SampleFormatError, read_samples
 from rationanomaly.sessions import Session, read_sessions, write_sessions
 from rationanomaly.splits import (
     CHRONOLOGICAL,
@@ -192,11 +192,16 @@ def test_template_split_refuses_numbers_outside_their_range(tmp_path, cli, capsy
     assert stopped.value.code == 2 and f"error: argument {argv[0]}" in capsys.readouterr().err
 
 
-def test_template_split_refuses_when_every_session_holds_a_training_template(tmp_path, cli):
+def test_template_split_says_when_no_session_is_left_and_evaluation_refuses_that_file(tmp_path, cli):
     sessions = tmp_path / "sessions.json"
     write_sessions(sessions, [Session(0, 1, ("clock card <*> synchronised with reference <*>",), (0,))])
     sheet = SAMPLE_DATA_DIR / "bgl_templates.csv"
-    result = cli("datasets/template_split.py", ["--input", str(sheet), "--output_dir", str(tmp_path / "out"),
-                                                "--sessions", str(sessions), "--train_ratio", "0.99"])
-    assert result.code == 2 and "every one of its 1 sessions holds a training template" in result.errors[0]
-    assert not (tmp_path / "out").exists()
+    result = cli("datasets/template_split.py", ["--input", str(sheet), "--name", "B", "--output_dir",
+                                                str(tmp_path / "out"), "--sessions", str(sessions), "--train_ratio",
+                                                "0.99"])
+    assert result.code == 0  # the main outputs are fine; the secondary one is empty, and said to be
+    assert "kept 0 (0 abnormal), dropped 1 that contain a training template; none left for session-level " \
+        "evaluation (try a smaller --train_ratio)" in result.out
+    assert json.loads((tmp_path / "out" / "B_test_sessions.json").read_text()) == []
+    with pytest.raises(SampleFormatError, match="B_test_sessions.json: the list is empty"):
+        read_sessions(tmp_path / "out" / "B_test_sessions.json")
