@@ -57,12 +57,17 @@ def make_parser(description: str, **kwargs) -> argparse.ArgumentParser:
     return parser
 
 
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    """`text` as an int or a float, or the argparse error that names what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a count or a size; 0 and negatives mean nothing here)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer (use 1 or more)")
     return value
@@ -70,10 +75,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a number of retries, where 0 means none)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative (use 0 or more)")
     return value
@@ -81,10 +83,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (a timeout in seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text, float)
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
@@ -94,10 +93,7 @@ def fraction(low_open: bool = False, high_open: bool = False) -> Callable[[str],
     """argparse type: a number in [0, 1], with either end excluded when `low_open` / `high_open`."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = _number(text, float)
         low_ok = value > 0.0 if low_open else value >= 0.0
         high_ok = value < 1.0 if high_open else value <= 1.0
         if not (low_ok and high_ok):

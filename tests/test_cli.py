@@ -7,8 +7,10 @@ inputs and of the earlier outputs changed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -17,7 +19,17 @@ from pathlib import Path
 import pytest
 
 from rationanomaly.baselines import keyword_response
-from rationanomaly.cli import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_REFUSED, run_command
+from rationanomaly.cli import (
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    fraction,
+    non_empty,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from rationanomaly.io import InputError
 from rationanomaly.labels import cot_label
 from rationanomaly.paths import REPO_ROOT, SAMPLE_DATA_DIR
@@ -174,3 +186,28 @@ def test_run_command_turns_any_error_into_one_line_and_an_exit_code(raised, code
 
     assert run_command(body) == code
     assert capsys.readouterr().err == line + "\n"
+
+
+@pytest.mark.parametrize(("parse", "text", "expected"), [
+    (positive_int, "3", 3),
+    (positive_int, "0", "0 is not a positive integer"),  # 0 never silently means "the default"
+    (positive_int, "-1", "-1 is not a positive integer"),
+    (positive_int, "2.5", "'2.5' is not an integer"),
+    (non_negative_int, "0", 0),  # no retries
+    (non_negative_int, "-2", "-2 is negative"),
+    (positive_float, "0.5", 0.5),
+    (positive_float, "inf", "inf is not a positive number"),
+    (fraction(), "0", 0.0),
+    (fraction(), "1", 1.0),
+    (fraction(low_open=True, high_open=True), "1", "1.0 is not a fraction in (0, 1)"),
+    (fraction(low_open=True), "0", "0.0 is not a fraction in (0, 1]"),
+    (fraction(), "nan", "nan is not a fraction in [0, 1]"),
+    (non_empty, " teacher ", "teacher"),
+    (non_empty, "  ", "is empty"),
+])
+def test_argument_types_accept_their_range_and_name_the_problem(parse, text, expected):
+    if isinstance(expected, str) and expected != "teacher":
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(expected)):
+            parse(text)
+    else:
+        assert parse(text) == expected
