@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import logging
 import sys
-import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -201,12 +200,16 @@ def _check_header(path: Path, columns: Sequence[object]) -> None:
 
 
 def _read_xlsx(path: Path, **options) -> pd.DataFrame:
-    """pd.read_excel with a one-line error for a file that is not a readable workbook (truncated, renamed)."""
+    """pd.read_excel with a one-line error for a file that is not a readable workbook (truncated, renamed).
+
+    A broken workbook fails deep inside openpyxl with whatever its zip or XML reader raises (BadZipFile,
+    KeyError, an XML ParseError, EOFError, ...): every one of them means "not a readable .xlsx".
+    """
     try:
         return pd.read_excel(path, engine="openpyxl", **options)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
-        if isinstance(error, PermissionError):
-            raise
+    except (PermissionError, MemoryError):
+        raise
+    except Exception as error:
         raise DataFormatError(f"{path}: not a readable .xlsx workbook ({' '.join(str(error).split())}); re-save "
                               "it from Excel or LibreOffice, or export it as .csv") from error
 

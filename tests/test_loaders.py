@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 
 import pandas as pd
 import pytest
@@ -245,6 +246,11 @@ def test_truncated_xlsx_is_refused_in_one_line(tmp_path):
     for loader in (load_template_sheet, detect_format):
         with pytest.raises(DataFormatError, match=r"cut.xlsx: not a readable .xlsx workbook \(File is not a zip"):
             loader(cut)
+    hollow = tmp_path / "hollow.xlsx"  # a zip file, but no workbook inside
+    with zipfile.ZipFile(hollow, "w") as archive:
+        archive.writestr("readme.txt", "not a workbook")
+    with pytest.raises(DataFormatError, match=r"hollow.xlsx: not a readable .xlsx workbook"):
+        load_template_sheet(hollow)
 
 
 def test_xlsx_values_under_no_header_are_refused_and_empty_unnamed_columns_dropped(tmp_path):
