@@ -17,30 +17,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rationanomaly.loaders import DataFormatError
+from rationanomaly.cli import make_parser, run_command
 from rationanomaly.patch import EXACT, MATCH_MODES, patch_files
-from rationanomaly.samples import SampleFormatError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_INPUTS = [HERE / "trainsets" / "BGL.xlsx", HERE / "trainsets" / "Spirit.xlsx"]
 DEFAULT_OUTPUTS = [HERE / "trainsets" / "BGL_rectified.xlsx", HERE / "trainsets" / "Spirit_rectified.xlsx"]
 SHOWN = 5  # unmatched entries printed; the report lists them all
 REPORT_NAME = "anomaly_patch_report.json"
+DEFAULT_LAYOUT_HINT = (
+    "the default run expects the LogPrompt sheets as datasets/trainsets/BGL.xlsx and Spirit.xlsx and "
+    "the RationAnomaly release's anomaly_patch.json in datasets/ (README: data sources)"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Rectify template labels with an expert anomaly patch.")
+    parser = make_parser("Rectify template labels with an expert anomaly patch.")
     parser.add_argument("--input", type=Path, action="append", help="template sheet or loghub structured CSV "
                         "(repeatable; default: trainsets/BGL.xlsx and trainsets/Spirit.xlsx)")
     parser.add_argument("--output", type=Path, action="append", help="patched file, same format as its --input")
-    parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json",
-                        help="expert patch JSON (default: datasets/anomaly_patch.json)")
-    parser.add_argument("--report", type=Path, default=None,
-                        help=f"report JSON (default: {REPORT_NAME} beside the first --output)")
+    parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json", help="expert patch JSON")
+    parser.add_argument("--report", type=Path, default=None, help=f"report JSON (default: {REPORT_NAME} beside the "
+                        "first --output)")
     parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
                         help="exact (the reference) or normalized (punctuation/whitespace-insensitive fallback)")
+    parser.add_argument("--in_place", "--in-place", action="store_true",
+                        help="allow an --output to be its own --input (the file is replaced by its patched version)")
     args = parser.parse_args(argv)
-    if args.input is None and args.output is None:
+    args.default_layout = args.input is None and args.output is None
+    if args.default_layout:
         args.input, args.output = DEFAULT_INPUTS, DEFAULT_OUTPUTS
     if args.input is None or args.output is None or len(args.input) != len(args.output):
         parser.error("give one --output per --input (or neither, for the reference's trainsets/ files)")
@@ -51,15 +56,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: run(args), args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Patch every pair, then print one line per file and the totals."""
     try:
-        report = patch_files(list(zip(args.input, args.output, strict=True)), args.patch, args.report, args.match)
+        report = patch_files(list(zip(args.input, args.output, strict=True)), args.patch, args.report, args.match,
+                             args.in_place)
     except FileNotFoundError as error:
-        print(f"error: {error}\n  the default run expects the LogPrompt sheets as datasets/trainsets/BGL.xlsx and "
-              "Spirit.xlsx and the RationAnomaly release's anomaly_patch.json in datasets/ (README: data sources)")
-        return 2
-    except (DataFormatError, SampleFormatError) as error:
-        print(f"error: {error}")
-        return 2
+        if args.default_layout:
+            raise FileNotFoundError(f"{error}; {DEFAULT_LAYOUT_HINT}") from error
+        raise
     for item in report["files"]:
         print(f"{item['input']}: {item['templates']} templates, {item['matched']} matched, {item['changed']} changed "
               f"(+{item['normal_to_abnormal']} abnormal, -{item['abnormal_to_normal']}), anomalies "

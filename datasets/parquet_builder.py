@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.cli import make_parser, run_command
+from rationanomaly.io import check_outputs, output_set, write_json_atomic
 from rationanomaly.parquet import SFT_SYSTEM_LLAMA2, SFT_SYSTEM_MODES, build_parquet
 from rationanomaly.paths import REPO_ROOT
 from rationanomaly.prompts import load_system_prompt
@@ -31,8 +32,7 @@ OUTPUT_NAMES = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; multi-word flags accept both snake_case and kebab-case."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = make_parser(__doc__.split("\n\n")[1])
     parser.add_argument("--input", type=Path, default=REPO_ROOT / "datasets" / "trainsets" / "train_cot.json",
                         help="training samples (reference layout, labels = CoT targets)")
     parser.add_argument("--output_dir", "--output-dir", type=Path, default=REPO_ROOT / "datasets",
@@ -56,16 +56,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: run(args), args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the four parquet files and their metadata as one set (all of this run or none), print counts."""
     outputs = {key: args.output_dir / name for key, name in OUTPUT_NAMES.items()}
-    try:
+    meta_path = args.output_dir / "parquet_meta.json"
+    check_outputs([*outputs.values(), meta_path], [args.input, args.system_prompt])
+    with output_set():
         meta = build_parquet(read_samples(args.input), outputs, load_system_prompt("cot", args.system_prompt),
                              args.validation_ratio, args.seed, args.sft_system)
-    except (FileNotFoundError, ValueError) as error:  # sample format, non-CoT labels, an empty prompt file
-        print(f"error: {error}")
-        return 2
-    meta["input"] = str(args.input)
-    meta["system_prompt_file"] = None if args.system_prompt is None else str(args.system_prompt)
-    write_json_atomic(args.output_dir / "parquet_meta.json", meta)
+        meta["input"] = str(args.input)
+        meta["system_prompt_file"] = None if args.system_prompt is None else str(args.system_prompt)
+        write_json_atomic(meta_path, meta)
     print(f"{meta['samples']} samples from {args.input} (seed {args.seed}, validation ratio {args.validation_ratio})")
     print(f"  train      {meta['train']:5d} rows ({meta['train_abnormal']} abnormal)")
     print(f"  validation {meta['validation']:5d} rows ({meta['validation_abnormal']} abnormal)")

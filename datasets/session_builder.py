@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rationanomaly.loaders import DataFormatError
+from rationanomaly.cli import fraction, make_parser, positive_int, run_command
+from rationanomaly.loaders import LINE_ORDERS, REFUSE
 from rationanomaly.sessions import (
     DEFAULT_TRAIN_ANOMALY_RATIO,
     DEFAULT_TRAIN_RATIO,
@@ -25,10 +26,10 @@ from rationanomaly.sessions import (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Build session windows from a loghub structured log.")
+    parser = make_parser("Build session windows from a loghub structured log.")
     parser.add_argument("--input", type=Path, required=True, help="loghub *.log_structured.csv (patched or not)")
-    parser.add_argument("--output_dir", "--output-dir", type=Path, required=True)
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="lines per window (paper: 100)")
+    parser.add_argument("--output_dir", "--output-dir", type=Path, required=True, help="folder for the five files")
+    parser.add_argument("--window", type=positive_int, default=DEFAULT_WINDOW, help="lines per window (paper: 100)")
     parser.add_argument(
         "--mode",
         choices=WINDOW_MODES,
@@ -42,37 +43,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--train_ratio",
         "--train-ratio",
-        type=float,
+        type=fraction(),
         default=DEFAULT_TRAIN_RATIO,
         help="share of windows (the earliest) used for training",
     )
     parser.add_argument(
         "--train_anomaly_ratio",
         "--train-anomaly-ratio",
-        type=float,
+        type=fraction(high_open=True),
         default=DEFAULT_TRAIN_ANOMALY_RATIO,
         help="abnormal share to subsample the training windows to (reference: 0.15); 0 keeps all",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training subsample")
+    parser.add_argument(
+        "--unsorted",
+        choices=LINE_ORDERS,
+        default=REFUSE,
+        help="a log whose LineIds go backwards: refuse it, or sort it by LineId (with a warning)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        desc = build_session_dataset(
-            args.input,
-            args.output_dir,
-            args.window,
-            args.mode,
-            args.keep_partial,
-            args.train_ratio,
-            args.train_anomaly_ratio or None,
-            args.seed,
-        )
-    except (FileNotFoundError, DataFormatError, ValueError) as error:
-        print(f"error: {error}")
-        return 2
+    return run_command(lambda: run(args), args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the windows and print the counts."""
+    desc = build_session_dataset(
+        args.input,
+        args.output_dir,
+        args.window,
+        args.mode,
+        args.keep_partial,
+        args.train_ratio,
+        args.train_anomaly_ratio or None,
+        args.seed,
+        args.unsorted,
+    )
     print(f"{args.input}: {desc['lines']} lines ({desc['abnormal_lines']} abnormal), {desc['dropped_lines']} dropped")
     for part in ("all", "train_before_sampling", "train", "test"):
         counts = desc[part]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rationanomaly.labels import INSTRUCTION, normalize_label
+from rationanomaly.predict.openai_backend import EndpointError, probe_endpoint
 from rationanomaly.rationales import Rationale, check_rationale
 from rationanomaly.samples import Sample
 
@@ -71,6 +72,12 @@ class DistillConfig:
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     max_backoff: float = 60.0
     seed: int | None = None  # passed to the endpoint (vLLM and OpenAI honour it); recorded in the cache
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise DistillError("the model name is empty; pass the name the endpoint serves (--model)")
+        if not self.base_url.strip():
+            raise DistillError("the endpoint URL is empty; pass e.g. --base_url http://127.0.0.1:8000/v1")
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,10 @@ def distill(templates: Sequence[Sample], config: DistillConfig, cache_path: str 
     cached = len(unique) - len(todo)
     logger.info("%d templates: %d done in %s, %d to request", len(unique), cached, cache.path, len(todo))
     if todo:
+        try:
+            probe_endpoint(completions_url(config.base_url), config.model, config.api_key, min(config.timeout, 30.0))
+        except EndpointError as error:
+            raise DistillError(str(error)) from error
         with ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool, \
                 tqdm(total=len(todo), desc="distil", unit="template", disable=not progress) as bar:
             futures = [pool.submit(distill_one, sample, config, sleep) for sample in todo]

@@ -14,6 +14,7 @@ number equals scikit-learn's on the same labels.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -21,9 +22,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.io import check_outputs, output_set, read_text, write_json_atomic
 from rationanomaly.labels import ABNORMAL, INSTRUCTION, NORMAL, normalize_label
 from rationanomaly.patch import EXACT, MATCH_MODES, normalize_template
+from rationanomaly.predict.runner import prediction_meta_path
+from rationanomaly.response import last_block, tag_pattern
 from rationanomaly.samples import Sample, SampleFormatError, read_records, read_samples
 from rationanomaly.sessions import Session, read_sessions
 
@@ -56,12 +59,19 @@ PHRASE_RULES = tuple(re.compile(p) for p in (
 _FLIP = {NORMAL: ABNORMAL, ABNORMAL: NORMAL}
 
 
+_ANSWER_TAG_PATTERNS = tuple(tag_pattern(f"<{tag}>", f"</{tag}>", re.IGNORECASE) for tag in ANSWER_TAGS)
+
+
 def tagged_answer(output: str) -> str | None:
-    """Stripped content of the last `<answer>` (else `<em>`, else `<b>`) block, None if there is none."""
-    for tag in ANSWER_TAGS:
-        matches = re.findall(rf"<{tag}>(.*?)</{tag}>", output, flags=re.DOTALL | re.IGNORECASE)
-        if matches:
-            return matches[-1].strip()
+    """Stripped content of the last `<answer>` (else `<em>`, else `<b>`) block, None if there is none.
+
+    Read with response.last_block, linear in the output (a lazy `<tag>(.*?)</tag>` regex is quadratic on
+    unclosed tags, and prediction files are not length-capped).
+    """
+    for pattern in _ANSWER_TAG_PATTERNS:
+        found = last_block(output, pattern)
+        if found is not None:
+            return found
     return None
 
 
@@ -204,22 +214,52 @@ class LabelledPrediction:
 
 def label_predictions(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample],
                       source: str = "predictions") -> list[LabelledPrediction]:
-    """Join predictions to test labels by instruction + input (reference) and binarise each output."""
+    """Join predictions to test labels by instruction + input (reference) and binarise each output.
+
+    Each test item takes at most one prediction (a test set that lists an input twice takes two): a
+    prediction file with repeated items (two runs concatenated) would otherwise count them twice.
+    """
     labels: dict[tuple[str, str], str] = {}
     for sample in testset:
         key, label = (sample.instruction, sample.input), normalize_label(sample.label)
         if labels.setdefault(key, label) != label:
             raise SampleFormatError(f"test set labels input {sample.input[:80]!r} both normal and abnormal; "
                                     "fix the test set")
+    room = Counter((s.instruction, s.input) for s in testset)
     joined = []
     for index, record in enumerate(predictions):
         key = (record.get("instruction") or INSTRUCTION, record["input"])
         if key not in labels:
             raise SampleFormatError(f"{source}: item {index} (input {record['input'][:80]!r}) is not in the test set; "
                                     "were the predictions made on another test set?")
+        if room[key] == 0:
+            raise SampleFormatError(f"{source}: item {index} (input {record['input'][:80]!r}) is predicted more often "
+                                    "than the test set lists it; were two prediction files joined? predict again "
+                                    "with validation/model_predict.py")
+        room[key] -= 1
         raw = record["output"].strip()
         joined.append(LabelledPrediction(key[0], key[1], binarize(raw), labels[key], raw))
     return joined
+
+
+def check_coverage(labelled: Sequence[LabelledPrediction], testset: Sequence[Sample], partial: bool,
+                   source: str = "predictions") -> int:
+    """Test items without a prediction; an error unless `partial` (then the report says "partial: n of N").
+
+    A prediction file that stops early (an interrupted run) scores only what it holds: 3 of 10 correct
+    answers would read as F1 1.0, so a short file is refused by default.
+    """
+    missing = Counter((s.instruction, s.input) for s in testset)
+    missing.subtract((x.instruction, x.input) for x in labelled)
+    unpredicted = sum(n for n in missing.values() if n > 0)
+    if unpredicted and not partial:
+        first = next(key[1] for key, n in missing.items() if n > 0)
+        raise SampleFormatError(f"{source}: {unpredicted} of {len(testset)} test items have no prediction (first "
+                                f"{first[:80]!r}); finish the run (validation/model_predict.py resumes it) or pass "
+                                f"--partial to score the {len(labelled)} predicted items")
+    if unpredicted:
+        logger.warning("partial evaluation: %d of %d test items predicted", len(labelled), len(testset))
+    return unpredicted
 
 
 def template_key(match: str) -> Callable[[str], str]:
@@ -267,6 +307,7 @@ class Evaluation:
     unknowns: list[dict[str, str]]
     labelled: list[LabelledPrediction]
     unpredicted: int = 0
+    test_items: int = 0
     session: BinaryMetrics | None = None
     sessions_total: int = 0
     sessions_dropped: int = 0
@@ -281,6 +322,7 @@ class Evaluation:
             "report": self.report,
             "unknowns": self.unknowns,
             "unpredicted": self.unpredicted,
+            "coverage": {"predicted": len(self.labelled), "test_items": self.test_items, "partial": self.partial},
         }
         if self.session is not None:
             data["session"] = {**asdict(self.session), "sessions_total": self.sessions_total,
@@ -289,15 +331,25 @@ class Evaluation:
         return data
 
     @property
+    def partial(self) -> bool:
+        """True when some test items had no prediction (allowed only with `partial=True`)."""
+        return self.unpredicted > 0
+
+    @property
     def diff(self) -> list[LabelledPrediction]:
         """Items whose binarised output differs from the label (the reference's diff file)."""
         return [item for item in self.labelled if item.output != item.label]
 
 
 def evaluate(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample],
-             sessions: Sequence[Session] | None = None, missing: str = "drop", match: str = EXACT) -> Evaluation:
-    """Template-level (and, given sessions, session-level) evaluation of reference-layout predictions."""
-    labelled = label_predictions(predictions, testset)
+             sessions: Sequence[Session] | None = None, missing: str = "drop", match: str = EXACT,
+             partial: bool = False, source: str = "predictions") -> Evaluation:
+    """Template-level (and, given sessions, session-level) evaluation of reference-layout predictions.
+
+    The predictions must cover the test set exactly (check_coverage) unless `partial`.
+    """
+    labelled = label_predictions(predictions, testset, source)
+    unpredicted = check_coverage(labelled, testset, partial, source)
     truth, predicted = [x.label for x in labelled], [x.output for x in labelled]
     result = Evaluation(
         template=binary_metrics(truth, predicted),
@@ -305,11 +357,9 @@ def evaluate(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample]
         report=class_report(truth, predicted),
         unknowns=[{"input": x.input, "response": x.response} for x in labelled if x.output == UNKNOWN],
         labelled=labelled,
-        unpredicted=len({(s.instruction, s.input) for s in testset} - {(x.instruction, x.input) for x in labelled}),
+        unpredicted=unpredicted,
+        test_items=len(testset),
     )
-    if result.unpredicted:
-        logger.warning("%d test items have no prediction; scoring the %d predictions", result.unpredicted,
-                       len(labelled))
     if sessions is None:
         return result
     # The last prediction of a template wins when a test set repeats it.
@@ -322,19 +372,45 @@ def evaluate(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample]
                    sessions_dropped=dropped, missing_policy=missing, match=match)
 
 
+def prediction_producer(predictions: str | Path) -> dict:
+    """Model, backend and mode that made a prediction file, from the `.meta.json` model_predict.py writes beside it.
+
+    Empty values (None) when the file came from elsewhere: the evaluation then says so instead of guessing.
+    """
+    path = prediction_meta_path(Path(predictions))
+    meta = {}
+    if path.is_file():
+        try:
+            meta = json.loads(read_text(path))
+        except (ValueError, OSError) as error:
+            logger.warning("%s: unreadable (%s); the evaluation records no model or backend", path, error)
+    if not isinstance(meta, dict):
+        meta = {}
+    return {key: meta.get(key) for key in ("model", "backend", "mode", "prompt_file", "seed")}
+
+
 def evaluate_files(predictions: str | Path, testset: str | Path, sessions: str | Path | None = None,
                    missing: str = "drop", match: str = EXACT, output_json: str | Path | None = None,
-                   labelled: str | Path | None = None, diff: str | Path | None = None) -> Evaluation:
-    """Evaluate files and write the metrics JSON, the labelled-output and the diff files that are named."""
+                   labelled: str | Path | None = None, diff: str | Path | None = None, partial: bool = False,
+                   method: str | None = None) -> Evaluation:
+    """Evaluate files and write the metrics JSON, the labelled-output and the diff files that are named.
+
+    The outputs are checked first (none of them an input, none twice) and written as one set. The metrics JSON
+    records `method` and the model, backend and mode that made the predictions (prediction_producer).
+    """
+    check_outputs([output_json, labelled, diff], [predictions, testset, sessions])
     result = evaluate(read_records(predictions, ("input", "output")), read_samples(testset),
-                      read_sessions(sessions) if sessions is not None else None, missing, match)
-    if output_json is not None:
-        write_json_atomic(output_json, {**result.to_dict(), "predictions": str(predictions),
-                                        "testset": str(testset), "sessions": str(sessions) if sessions else None})
-    if labelled is not None:
-        write_json_atomic(labelled, [asdict(x) for x in result.labelled])
-    if diff is not None:
-        write_json_atomic(diff, [asdict(x) for x in result.diff])
+                      read_sessions(sessions) if sessions is not None else None, missing, match, partial,
+                      str(predictions))
+    with output_set():
+        if output_json is not None:
+            write_json_atomic(output_json, {"method": method, **prediction_producer(predictions), **result.to_dict(),
+                                            "predictions": str(predictions), "testset": str(testset),
+                                            "sessions": str(sessions) if sessions else None})
+        if labelled is not None:
+            write_json_atomic(labelled, [asdict(x) for x in result.labelled])
+        if diff is not None:
+            write_json_atomic(diff, [asdict(x) for x in result.diff])
     return result
 
 
@@ -347,6 +423,8 @@ def format_table(result: Evaluation) -> str:
         if m is not None:
             rows.append(f"{level:<9} {m.precision:>9.4f} {m.recall:>7.4f} {m.f1:>7.4f} {m.tp:>6} {m.fp:>6} "
                         f"{m.fn:>6} {m.tn:>6} {m.unknown:>7} {m.support:>7} {m.total:>6}")
+    if result.partial:
+        rows.append(f"partial: {len(result.labelled)} of {result.test_items} test items predicted (--partial)")
     if result.session is not None:
         rows.append(f"sessions: {result.sessions_total} in file, {result.sessions_dropped} dropped "
                     f"(template without prediction; policy {result.missing_policy}, match {result.match})")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rationanomaly.io import atomic_path, write_json_atomic
+from rationanomaly.io import atomic_path, check_outputs, output_set, path_identity, write_json_atomic
 from rationanomaly.labels import ABNORMAL, INSTRUCTION, NORMAL, LabelError, label_to_int, normalize_label
 from rationanomaly.loaders import (
     NORMAL_LINE,
@@ -71,7 +71,7 @@ def read_patch(path: str | Path) -> list[PatchEntry]:
     """Read a patch file; labels are normalised to normal/abnormal, empty inputs rejected."""
     path = Path(path)
     entries = []
-    for index, record in enumerate(read_records(path, ("input", "rectified"))):
+    for index, record in enumerate(read_records(path, ("input", "rectified"))):  # an empty patch is refused
         if not record["input"].strip():
             raise DataFormatError(f"{path}: item {index} has an empty 'input' template; remove the entry")
         try:
@@ -216,31 +216,54 @@ def patch_file(input_path: str | Path, output_path: str | Path, entries: Sequenc
     return report
 
 
-_SUMMED = ("templates", "matched_exact", "changed", "normal_to_abnormal", "abnormal_to_normal",
-           "anomalies_before", "anomalies_after")
+# Counts of templates (and lines) in each file: the combined report adds them up over the files.
+_SUMMED = ("templates", "changed", "normal_to_abnormal", "abnormal_to_normal", "anomalies_before", "anomalies_after")
 
 
 def combine_reports(entries: Sequence[PatchEntry], reports: Sequence[dict], match: str) -> dict:
-    """Totals over several files; `matched`/`unmatched` count entries that hit a template in *any* file."""
-    unmatched_everywhere = set.intersection(*(set(r["unmatched"]) for r in reports)) if reports else set()
+    """Totals over several files, in two kinds (README, step 1):
+
+    - patch entries, each counted once however many files it hits: `matched` (hit a template in any file),
+      `matched_exact` (hit one exactly in some file), `matched_normalized_only` (hit only through
+      normalisation, wherever it hit), `unmatched` (hit nothing anywhere);
+    - templates, summed over the files: `templates`, `changed`, `normal_to_abnormal`, `abnormal_to_normal`,
+      `anomalies_before/after`; `already_rectified` and `ambiguous` list each file's items with the file.
+    """
+    inputs = list(dict.fromkeys(e.input for e in entries))
+    missed = [set(r["unmatched"]) for r in reports]
+    by_normalization = [{m["input"]: m["template"] for m in r["matched_normalized_only"]} for r in reports]
+    exact = {i for i in inputs if any(i not in m and i not in n for m, n in zip(missed, by_normalization, strict=True))}
+    matched = {i for i in inputs if any(i not in m for m in missed)}
     return {
         "match": match,
         "patch_entries": len(entries),
-        "matched": sum(e.input not in unmatched_everywhere for e in entries),
+        "matched": sum(e.input in matched for e in entries),
+        "matched_exact": sum(e.input in exact for e in entries),
         **{key: sum(r[key] for r in reports) for key in _SUMMED},
-        "matched_normalized_only": [item for r in reports for item in r["matched_normalized_only"]],
+        "matched_normalized_only": [{"input": i, "template": n[i], "file": r["input"]}
+                                    for i in inputs if i in matched and i not in exact
+                                    for r, n in zip(reports, by_normalization, strict=True) if i in n],
         "already_rectified": [t for r in reports for t in r["already_rectified"]],
-        "ambiguous": [item for r in reports for item in r["ambiguous"]],
-        "unmatched": [e.input for e in entries if e.input in unmatched_everywhere],
+        "ambiguous": [{**item, "file": r["input"]} for r in reports for item in r["ambiguous"]],
+        "unmatched": [e.input for e in entries if e.input not in matched],
         "files": list(reports),
     }
 
 
 def patch_files(pairs: Sequence[tuple[str | Path, str | Path]], patch_path: str | Path, report_path: str | Path,
-                match: str = EXACT) -> dict:
-    """Patch each (input, output) pair with one patch file and write the combined report JSON atomically."""
+                match: str = EXACT, in_place: bool = False) -> dict:
+    """Patch each (input, output) pair with one patch file and write the combined report JSON.
+
+    Paths are checked before anything is read (no output twice, none an input unless `in_place`), and the
+    patched files and the report are committed together: a failure leaves every earlier output as it was.
+    """
+    pairs = [(Path(src), Path(dst)) for src, dst in pairs]
+    # in place: an output may be its own input, never another pair's input or the patch
+    sources = [src for src, dst in pairs if not (in_place and path_identity(src) == path_identity(dst))]
+    check_outputs([*(dst for _, dst in pairs), report_path], [patch_path, *sources])
     entries = read_patch(patch_path)
-    reports = [patch_file(src, dst, entries, match) for src, dst in pairs]
-    report = {"patch": str(patch_path), **combine_reports(entries, reports, match)}
-    write_json_atomic(report_path, report)
+    with output_set():
+        reports = [patch_file(src, dst, entries, match) for src, dst in pairs]
+        report = {"patch": str(patch_path), **combine_reports(entries, reports, match)}
+        write_json_atomic(report_path, report)
     return report

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.io import read_text, write_json_atomic
 from rationanomaly.labels import INSTRUCTION
 
 
@@ -28,17 +28,22 @@ class Sample:
     instruction: str = INSTRUCTION
 
 
-def read_records(path: str | Path, required: Iterable[str]) -> list[dict]:
-    """Read a JSON list of objects and check that each has the `required` string keys."""
+def read_records(path: str | Path, required: Iterable[str], allow_empty: bool = False) -> list[dict]:
+    """Read a JSON list of objects and check that each has the `required` string keys.
+
+    An empty list is refused unless `allow_empty` (a file this project is resuming): a test set, a patch or a
+    prediction file without a single record would make every later number meaningless.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; check the path (the datasets/ scripts build sample files)")
+    text = read_text(path, "check the path (the datasets/ scripts build sample files)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise SampleFormatError(f"{path}: not valid JSON ({error})") from error
+        raise SampleFormatError(f"{path}: not valid JSON ({error}); a half-written file? rebuild it") from error
     if not isinstance(data, list):
         raise SampleFormatError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    if not data and not allow_empty:
+        raise SampleFormatError(f"{path}: the list is empty; it needs at least one record")
     required = tuple(required)
     for index, record in enumerate(data):
         if not isinstance(record, dict):

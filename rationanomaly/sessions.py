@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.io import check_outputs, output_set, write_json_atomic
 from rationanomaly.labels import ABNORMAL, NORMAL, normalize_label
 from rationanomaly.samples import Sample, SampleFormatError, read_records, write_samples
 
@@ -123,7 +123,10 @@ def write_sessions(path: str | Path, sessions: Iterable[Session]) -> Path:
 
 
 def read_sessions(path: str | Path) -> list[Session]:
-    """Read a session JSON file, checking that templates and line labels agree with the stored label."""
+    """Read a session JSON file, checking that templates and line labels agree with the stored label.
+
+    An empty list is refused like any empty input (samples.read_records).
+    """
     records = read_records(path, ("label",))
     sessions = []
     for index, record in enumerate(records):
@@ -228,29 +231,35 @@ def _counts(sessions: Sequence[Session]) -> dict:
             "anomaly_ratio": round(abnormal / len(sessions), 4) if sessions else None}
 
 
+OUTPUT_FILES = (TRAIN_FILE, TEST_FILE, TRAIN_TEMPLATES_FILE, TEST_TEMPLATES_FILE, DESC_FILE)
+
+
 def build_session_dataset(input_path: str | Path, output_dir: str | Path, window: int = DEFAULT_WINDOW,
                           mode: str = FIXED, keep_partial: bool = False, train_ratio: float = DEFAULT_TRAIN_RATIO,
-                          train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO, seed: int = 0) -> dict:
+                          train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO, seed: int = 0,
+                          unsorted: str = "refuse") -> dict:
     """Structured log -> train/test session JSON, their unique templates as sample JSON (test set for session-level
     evaluation) and `data_desc.json` (parameters, seed, input, counts).
 
-    `train_anomaly_ratio=None` keeps every training session. Returns the description it wrote.
+    `train_anomaly_ratio=None` keeps every training session. A log whose LineIds go backwards is refused, or
+    sorted with `unsorted="sort"` (loaders.in_line_order). The five files are written as one set: all of this
+    run, or (on any failure) all of the previous one. Returns the description it wrote.
     """
-    from rationanomaly.loaders import load_structured_log  # loaders imports pandas; keep this module light
+    from rationanomaly.loaders import in_line_order, load_structured_log  # pandas; keep this module light
 
-    log = load_structured_log(input_path)
+    output_dir = Path(output_dir)
+    check_outputs([output_dir / name for name in OUTPUT_FILES], [input_path])
+    log = in_line_order(load_structured_log(input_path), unsorted)
     frame, labels = log.frame, log.line_labels
     sessions = build_sessions([int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), labels,
                               window, mode, keep_partial)
     train_all, test = split_chronological(sessions, train_ratio)
     train = train_all if train_anomaly_ratio is None else sample_anomaly_ratio(train_all, train_anomaly_ratio, seed)
-    output_dir = Path(output_dir)
-    write_sessions(output_dir / TRAIN_FILE, train)
-    write_sessions(output_dir / TEST_FILE, test)
+    if not sessions:
+        raise ValueError(f"{input_path}: {len(frame)} lines make no complete window of {window}; pass a smaller "
+                         "--window or --keep_partial")
     templates = {"all": session_template_samples(sessions), "train": session_template_samples(train),
                  "test": session_template_samples(test)}
-    write_samples(output_dir / TRAIN_TEMPLATES_FILE, templates["train"].samples)
-    write_samples(output_dir / TEST_TEMPLATES_FILE, templates["test"].samples)
     warn_mixed(input_path, templates["all"])
     used_lines = sum(len(s.templates) for s in sessions)
     desc = {
@@ -259,7 +268,7 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
         "abnormal_lines": sum(labels),
         "duplicate_line_ids": len(log.duplicates),
         "parameters": {"window": window, "mode": mode, "keep_partial": keep_partial, "train_ratio": train_ratio,
-                       "train_anomaly_ratio": train_anomaly_ratio},
+                       "train_anomaly_ratio": train_anomaly_ratio, "unsorted": unsorted},
         "seed": seed,
         "dropped_lines": len(frame) - used_lines,
         "all": _counts(sessions),
@@ -272,6 +281,11 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
                     "train_templates": str(output_dir / TRAIN_TEMPLATES_FILE),
                     "test_templates": str(output_dir / TEST_TEMPLATES_FILE)},
     }
-    write_json_atomic(output_dir / DESC_FILE, desc)
+    with output_set():
+        write_sessions(output_dir / TRAIN_FILE, train)
+        write_sessions(output_dir / TEST_FILE, test)
+        write_samples(output_dir / TRAIN_TEMPLATES_FILE, templates["train"].samples)
+        write_samples(output_dir / TEST_TEMPLATES_FILE, templates["test"].samples)
+        write_json_atomic(output_dir / DESC_FILE, desc)
     logger.info("%s: %d sessions (%d abnormal) -> %s", input_path, len(sessions), desc["all"]["abnormal"], output_dir)
     return desc

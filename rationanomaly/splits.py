@@ -27,9 +27,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.io import check_name, check_outputs, output_set, write_json_atomic
 from rationanomaly.labels import ABNORMAL, NORMAL
-from rationanomaly.loaders import SHEET, STRUCTURED, detect_format, load_structured_log, load_template_sheet
+from rationanomaly.loaders import (
+    REFUSE,
+    SHEET,
+    STRUCTURED,
+    detect_format,
+    in_line_order,
+    load_structured_log,
+    load_template_sheet,
+)
 from rationanomaly.patch import EXACT, MATCH_MODES, NORMALIZED, normalize_template
 from rationanomaly.samples import Sample, write_samples
 from rationanomaly.sessions import Session, read_sessions, template_samples, warn_mixed, write_sessions
@@ -154,16 +162,18 @@ def achievability_note(split: TemplateSplit, train_size: int, anomaly_rate: floa
             f"at {achieved if achieved is None else f'{achieved:.2%}'} abnormal")
 
 
-def read_templates(path: str | Path) -> tuple[list[Template], dict]:
+def read_templates(path: str | Path, unsorted: str = REFUSE) -> tuple[list[Template], dict]:
     """Labelled templates (file order) and what the input held, from a template sheet or a loghub structured log.
 
-    The format comes from the header row, so a structured log (lines, not templates) needs no extra flag.
+    The format comes from the header row, so a structured log (lines, not templates) needs no extra flag. A
+    structured log's first occurrences give the chronological order, so LineIds going backwards are refused
+    (or sorted with `unsorted="sort"`).
     """
     if detect_format(path) == SHEET:
         sheet = load_template_sheet(path)
         return ([Template(s.input, s.label) for s in sheet.samples],
                 {"format": SHEET, "duplicates": len(sheet.duplicates)})
-    log = load_structured_log(path)
+    log = in_line_order(load_structured_log(path), unsorted)
     labels = log.line_labels
     derived = template_samples(list(log.frame["EventTemplate"]), labels)
     warn_mixed(path, derived)
@@ -175,38 +185,54 @@ def read_templates(path: str | Path) -> tuple[list[Template], dict]:
 def build_template_split(input_path: str | Path, output_dir: str | Path, name: str,
                          train_ratio: float = DEFAULT_TRAIN_RATIO, train_size: int = DEFAULT_TRAIN_SIZE,
                          anomaly_rate: float = DEFAULT_ANOMALY_RATE, order: str = CHRONOLOGICAL, seed: int = 0,
-                         sessions_path: str | Path | None = None, match: str = EXACT) -> dict:
+                         sessions_path: str | Path | None = None, match: str = EXACT, unsorted: str = REFUSE) -> dict:
     """Template sheet or structured log -> `{name}_train.json`, `{name}_test.json` (reference layout, normal/abnormal),
     optionally `{name}_test_sessions.json` without sessions that contain a training template, and
     `{name}_split.json` (parameters, seed, inputs, counts, achievability). Returns that metadata.
+
+    `name` must be a plain name (io.check_name). The files are written as one set (io.output_set).
     """
-    templates, source = read_templates(input_path)
-    split = split_templates(templates, train_ratio, train_size, anomaly_rate, order, seed)
     output_dir = Path(output_dir)
-    outputs = {"train": output_dir / f"{name}_train.json", "test": output_dir / f"{name}_test.json"}
-    write_samples(outputs["train"], [Sample(t.text, t.label) for t in split.train])
-    write_samples(outputs["test"], [Sample(t.text, t.label) for t in split.test])
+    outputs = {"train": output_dir / f"{check_name(name)}_train.json", "test": output_dir / f"{name}_test.json"}
+    if sessions_path is not None:
+        outputs["test_sessions"] = output_dir / f"{name}_test_sessions.json"
+    meta_path = output_dir / f"{name}_split.json"
+    check_outputs([*outputs.values(), meta_path], [input_path, sessions_path])
+    templates, source = read_templates(input_path, unsorted)
+    split = split_templates(templates, train_ratio, train_size, anomaly_rate, order, seed)
+    if not split.train or not split.test:
+        side = "training" if not split.train else "test"
+        raise ValueError(f"{input_path}: {len(templates)} templates leave the {side} side empty at --train_ratio "
+                         f"{train_ratio}; a split needs templates on both sides")
     meta = {
         "dataset": name,
         "input": str(input_path),
         "templates": len(templates),
         **source,
         "parameters": {"order": order, "train_ratio": train_ratio, "train_size": train_size,
-                       "anomaly_rate": anomaly_rate, "match": match},
+                       "anomaly_rate": anomaly_rate, "match": match, "unsorted": unsorted},
         "seed": seed,
         "train": _describe(split.train),
         "test": _describe(split.test),
         "unused": _describe(split.unused),
         "note": achievability_note(split, train_size, anomaly_rate),
     }
+    kept: list[Session] = []
     if sessions_path is not None:
         kept, dropped = exclude_training_templates(read_sessions(sessions_path), (t.text for t in split.train), match)
-        outputs["test_sessions"] = output_dir / f"{name}_test_sessions.json"
-        write_sessions(outputs["test_sessions"], kept)
         meta["sessions"] = {"input": str(sessions_path), "kept": len(kept), "dropped": len(dropped),
                             "kept_abnormal": sum(s.label == ABNORMAL for s in kept),
                             "dropped_abnormal": sum(s.label == ABNORMAL for s in dropped)}
+        if not kept:  # a secondary output may be empty (it is written and said); evaluation refuses it
+            logger.warning("%s: every one of its %d sessions holds a training template, so the session test set "
+                           "is empty; split with a smaller --train_ratio for session-level evaluation",
+                           sessions_path, len(dropped))
     meta["outputs"] = {key: str(path) for key, path in outputs.items()}
-    write_json_atomic(output_dir / f"{name}_split.json", meta)
+    with output_set():
+        write_samples(outputs["train"], [Sample(t.text, t.label) for t in split.train])
+        write_samples(outputs["test"], [Sample(t.text, t.label) for t in split.test])
+        if sessions_path is not None:
+            write_sessions(outputs["test_sessions"], kept)
+        write_json_atomic(meta_path, meta)
     logger.info("%s: %s", name, meta["note"])
     return meta

@@ -11,11 +11,25 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import runpy  # noqa: E402
+import stat  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from rationanomaly.paths import PUBLIC_DATA_ENV, public_data_dir  # noqa: E402
+from rationanomaly.paths import PUBLIC_DATA_ENV, REPO_ROOT, public_data_dir  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A public data folder that is named but absent is a usage error: only an unset variable skips those tests.
+
+    Otherwise a typo in the path skips every public-data test and the run still reports success.
+    """
+    folder = public_data_dir()
+    if folder is not None and not folder.is_dir():
+        raise pytest.UsageError(f"{PUBLIC_DATA_ENV}={folder} is not a folder; point it at the public data folder "
+                                f"(CI uses ../shared/data) or unset it to skip the tests that need it")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,9 +47,7 @@ def public_data() -> Path:
     folder = public_data_dir()
     if folder is None:
         pytest.skip(f"{PUBLIC_DATA_ENV} is unset: point it at the public data folder (CI uses ../shared/data)")
-    if not folder.is_dir():
-        pytest.skip(f"{PUBLIC_DATA_ENV}={folder} is not a folder")
-    return folder
+    return folder  # a named folder that does not exist stopped the run in pytest_configure
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +78,36 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_gpt2")
     build_tiny_gpt2(path)
     return path
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a command-line run showed: exit code, stdout, and the `error:` lines of stderr."""
+
+    code: int
+    out: str
+    errors: list[str]
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `datasets/X.py` or `validation/X.py` in-process as a user would; never a traceback on the screen."""
+
+    def run(script: str, argv: list[str]) -> CliResult:
+        code = runpy.run_path(str(REPO_ROOT / script), run_name="cli")["main"](argv)
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return CliResult(code, out, [line for line in err.splitlines() if line.startswith("error:")])
+
+    return run
+
+
+@pytest.fixture
+def snapshot():
+    """Every file under a folder with its bytes and mode: equal snapshots mean nothing was changed or added."""
+
+    def take(folder: Path) -> dict[str, tuple[bytes, int]]:
+        return {str(p.relative_to(folder)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+                for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+    return take

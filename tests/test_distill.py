@@ -40,6 +40,7 @@ class Script:
     def __init__(self, steps: dict[str, list] | None = None, default=(GOOD,), fail_after: int | None = None):
         self.steps, self.default, self.fail_after = steps or {}, list(default), fail_after
         self.requests: list[str] = []
+        self.probes = 0
         self.good = 0
         self.lock = threading.Lock()
 
@@ -64,6 +65,16 @@ class Script:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        """`/v1/models` as vLLM serves it: the probe before distilling reads it."""
+        self.server.script.probes += 1
+        data = json.dumps({"object": "list", "data": [{"id": "teacher", "object": "model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):  # noqa: N802 (http.server's naming)
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert self.path == "/v1/chat/completions"
@@ -291,4 +302,68 @@ def test_cot_distill_cli_reports_a_data_error_without_a_traceback(tmp_path, caps
     cli = module_from_spec(spec)
     spec.loader.exec_module(cli)
     assert cli.main(["--input", str(structured), "--output_dir", str(tmp_path / "out")]) == 2
-    assert "error:" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# ---- failures are not success; an endpoint that is not there fails at once --------------------------------
+
+
+def _cli_inputs(tmp_path):
+    sheet = tmp_path / "templates.csv"
+    sheet.write_text("log,label\nfan speed normal <*>,0\ndisk failure on <*>,1\nuser <*> logged in,0\n")
+    return ["--input", str(sheet), "--output_dir", str(tmp_path / "out"), "--retries", "0"]
+
+
+@pytest.mark.parametrize(("steps", "failed"), [
+    ({"fan speed normal <*>": [503], "disk failure on <*>": [503], "user <*> logged in": [503]}, 3),  # all fail
+    ({"disk failure on <*>": [503]}, 1),  # some fail
+])
+def test_cot_distill_cli_exits_1_when_a_requested_rationale_could_not_be_made(tmp_path, cli, steps, failed):
+    with serve(Script(steps)) as url:
+        result = cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), "--base_url", url, "--model", "teacher"])
+    assert result.code == 1
+    assert result.errors == [f"error: {failed} of 3 templates could not be distilled (request_failed: {failed}); "
+                             f"they are listed in {tmp_path / 'out' / 'missing.json'} and the cache: rerun the same "
+                             "command to ask again"]
+    report = json.loads((tmp_path / "out" / "cot_report.json").read_text())
+    assert (report["distillation"]["failed"], report["missing"]) == (failed, failed)  # outputs say what is missing
+    with serve(Script()) as url:  # the rerun asks only for the failures and then succeeds
+        assert cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), "--base_url", url, "--model",
+                                               "teacher"]).code == 0
+
+
+def test_distill_fails_fast_with_one_probe_when_nothing_listens(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def refused(request, timeout):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    with pytest.raises(DistillError, match=r"cannot reach http://127.0.0.1:9/v1/models \(\[Errno 111\] Connection "
+                                           r"refused\); start the server"):
+        distill(templates(5), config("http://127.0.0.1:9/v1"), tmp_path / "cache.jsonl", sleep=lambda s: None,
+                progress=False)
+    assert calls == ["http://127.0.0.1:9/v1/models"]  # one probe, no request per item, no retries
+
+
+def test_distill_probe_names_the_models_the_endpoint_serves(tmp_path):
+    script = Script()
+    with serve(script) as url:
+        with pytest.raises(DistillError, match="serves teacher, not model 'teahcer'; pass one of those as --model"):
+            distill(templates(2), config(url, model="teahcer"), tmp_path / "c.jsonl", progress=False)
+    assert (script.probes, script.requests) == (1, [])
+
+
+@pytest.mark.parametrize("argv", [["--model", " "], ["--model", ""], ["--base_url", ""]])
+def test_cot_distill_cli_refuses_an_empty_model_or_url(tmp_path, cli, capsys, argv):
+    full = {"--base_url": "http://127.0.0.1:9/v1", "--model": "teacher"}
+    full[argv[0]] = argv[1]
+    with pytest.raises(SystemExit) as stopped:
+        cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), *(x for kv in full.items() for x in kv)])
+    assert stopped.value.code == 2 and f"error: argument {argv[0]}" in capsys.readouterr().err
+    with pytest.raises(DistillError, match="the model name is empty"):
+        DistillConfig("http://127.0.0.1:9/v1", " ")

@@ -17,6 +17,7 @@ from rationanomaly.evaluate import (
     confusion,
     evaluate,
     evaluate_files,
+    format_table,
     session_outcomes,
 )
 from rationanomaly.labels import ABNORMAL, NORMAL
@@ -106,11 +107,13 @@ def test_evaluate_rejects_a_prediction_for_an_input_missing_from_the_test_set():
         evaluate(_predictions([("other", "normal")]), _samples([("log", "normal")]))
 
 
-def test_evaluate_counts_test_items_without_a_prediction():
+def test_evaluate_partial_counts_test_items_without_a_prediction():
     testset = _samples([("a", "normal"), ("b", "abnormal")])
-    result = evaluate(_predictions([("b", "<answer>abnormal</answer>")]), testset)
+    result = evaluate(_predictions([("b", "<answer>abnormal</answer>")]), testset, partial=True)
     assert (result.unpredicted, result.template.total, result.template.tp) == (1, 1, 1)
     assert result.to_dict()["unpredicted"] == 1
+    assert result.to_dict()["coverage"] == {"predicted": 1, "test_items": 2, "partial": True}
+    assert "partial: 1 of 2 test items predicted (--partial)" in format_table(result)
 
 
 def test_evaluate_rejects_a_test_set_with_conflicting_labels():
@@ -210,7 +213,8 @@ def test_bgl_2k_sessions_map_template_predictions_exactly(bgl_2k, case, missing,
         del predicted[LUSTRE]
     (folder / "pred.json").write_text(json.dumps(_predictions(
         [(t, f"<think>.</think><answer>{p}</answer>") for t, p in predicted.items()])))
-    result = evaluate_files(folder / "pred.json", folder / "test.json", folder / "sessions.json", missing)
+    result = evaluate_files(folder / "pred.json", folder / "test.json", folder / "sessions.json", missing,
+                            partial=case == "truth without Lustre")
     template, session = result.template, result.session
     assert (template.tp, template.fp, template.fn, template.tn) == counts[0]
     assert (session.tp, session.fp, session.fn, session.tn, result.sessions_dropped) == counts[1]
@@ -251,3 +255,70 @@ def test_model_evaluate_explicit_form_without_predictions_says_what_to_pass(tmp_
     main = _script("model_evaluate.py")["main"]
     assert main(["--testset", str(tmp_path / "t.json")]) == 2
     assert "give --predictions FILE" in capsys.readouterr().err
+
+
+# ---- a prediction file must cover the test set exactly --------------------------------------------------
+
+TEN = _samples([(f"event {i} on <*>", "abnormal" if i < 3 else "normal") for i in range(10)])
+
+
+def _coverage_files(tmp_path, predicted):
+    write_samples(tmp_path / "test.json", TEN)
+    (tmp_path / "pred.json").write_text(json.dumps(_predictions(
+        [(s.input, f"<answer>{s.label}</answer>") for s in predicted])))
+    return ["--predictions", str(tmp_path / "pred.json"), "--testset", str(tmp_path / "test.json"),
+            "--output_json", str(tmp_path / "m.json")]
+
+
+@pytest.mark.parametrize(("predicted", "message"), [
+    (TEN + TEN[:3], "item 10 (input 'event 0 on <*>') is predicted more often than the test set lists it"),  # 13/10
+    (TEN[:3], "7 of 10 test items have no prediction (first 'event 3 on <*>'); finish the run"),  # partial file
+    ([], "the list is empty; it needs at least one record"),  # empty list
+])
+def test_model_evaluate_refuses_predictions_that_do_not_cover_the_test_set(tmp_path, cli, predicted, message):
+    result = cli("validation/model_evaluate.py", _coverage_files(tmp_path, predicted))
+    assert result.code == 2 and len(result.errors) == 1 and message in result.errors[0]
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_model_evaluate_partial_is_allowed_on_request_and_says_so(tmp_path, cli):
+    result = cli("validation/model_evaluate.py", [*_coverage_files(tmp_path, TEN[:3]), "--partial"])
+    assert result.code == 0 and "partial: 3 of 10 test items predicted (--partial)" in result.out
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["coverage"] == {"predicted": 3, "test_items": 10, "partial": True}
+    assert (written["template"]["tp"], written["template"]["total"]) == (3, 3)
+
+
+def test_a_test_set_listing_an_item_twice_takes_two_predictions_of_it():
+    testset = _samples([("a", "normal"), ("a", "normal"), ("b", "abnormal")])
+    result = evaluate(_predictions([("a", "normal"), ("b", "abnormal"), ("a", "normal")]), testset)
+    assert (result.template.total, result.unpredicted) == (3, 0)
+
+
+@pytest.mark.parametrize(("outputs", "message"), [
+    (["--output_json", "{tmp}/test.json"], "output {tmp}/test.json is the input {tmp}/test.json"),  # the test set
+    (["--labelled", "{tmp}/pred.json"], "output {tmp}/pred.json is the input {tmp}/pred.json"),  # the predictions
+    (["--output_json", "{tmp}/x.json", "--diff", "{tmp}/x.json"], "{tmp}/x.json is named twice as an output"),
+])
+def test_model_evaluate_refuses_outputs_that_would_lose_data(tmp_path, cli, snapshot, outputs, message):
+    base = _coverage_files(tmp_path, TEN)[:4]
+    before = snapshot(tmp_path)
+    result = cli("validation/model_evaluate.py", [*base, *(o.format(tmp=tmp_path) for o in outputs)])
+    assert result.code == 2 and message.format(tmp=tmp_path) in result.errors[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_evaluation_json_records_the_method_model_and_backend(tmp_path, cli):
+    write_samples(tmp_path / "test.json", TEN)
+    predictions = tmp_path / "rules.json"
+    assert cli("validation/model_predict.py", ["--backend", "rules", "--testset", str(tmp_path / "test.json"),
+                                               "--output", str(predictions)]).code == 0
+    assert cli("validation/model_evaluate.py", ["--predictions", str(predictions), "--testset",
+                                                str(tmp_path / "test.json"), "--output_json", str(tmp_path / "m.json"),
+                                                "--method", "keyword rules"]).code == 0
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert {k: written[k] for k in ("method", "model", "backend", "mode")} == \
+        {"method": "keyword rules", "model": None, "backend": "rules", "mode": "cot"}
+    (tmp_path / "copy.json").write_bytes(predictions.read_bytes())  # a file from elsewhere: nothing is guessed
+    evaluate_files(tmp_path / "copy.json", tmp_path / "test.json", output_json=tmp_path / "m2.json")
+    assert json.loads((tmp_path / "m2.json").read_text())["backend"] is None

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 
 import pandas as pd
 import pytest
 
 from rationanomaly.loaders import (
+    REFUSE,
     SHEET,
+    SORT,
     STRUCTURED,
     DataFormatError,
     detect_format,
+    first_out_of_order,
+    in_line_order,
     line_labels,
     load_samples,
     load_structured_log,
@@ -192,3 +197,93 @@ def test_template_sheet_csv_saved_by_excel_with_a_bom_loads(tmp_path):
 def test_template_sheet_samples_carry_word_labels_in_file_order(tmp_path):
     sheet = load_template_sheet(write(tmp_path / "s.csv", "log,label\nfan ok <*>,0\ndisk failed <*>,abnormal\n"))
     assert [(s.input, s.label) for s in sheet.samples] == [("fan ok <*>", "normal"), ("disk failed <*>", "abnormal")]
+
+
+# ---- rows that do not fit the header, and files that are not what they claim --------------------------
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("log,label\nfoo, bar,1\nbaz, qux,0\n", "line 2 has 3 fields but the header has 2"),  # every row ragged
+    ("log,label\nfoo,1\nbaz, qux,0\n", "line 3 has 3 fields but the header has 2"),  # one row ragged
+    ("log,label\nfoo,1\nbaz\n", "line 3 has 1 field but the header has 2"),  # a short row
+    ("log,label\nfoo,1,\n", "line 2 has 3 fields"),  # a trailing comma is a field too
+    ('log,label\nfoo,1\n"baz,0\n', "line 3: not valid CSV (unexpected end of data)"),  # unclosed quote
+    ("", "the file is empty"),  # not even a header
+    ("log,label\n", "no rows below the header"),  # header only (degenerate input: refused)
+    ("log,label,\nfoo,1,x\n", "header column 3 has no name"),  # data under no header
+    ("log,label,label\nfoo,1,0\n", "header names ['label'] more than once"),  # which label?
+])
+def test_template_sheet_csv_rows_must_match_the_header(tmp_path, text, message):
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataFormatError) as error:
+        load_template_sheet(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_csv_rows_may_quote_commas_and_blank_lines_are_skipped(tmp_path):
+    sheet = load_template_sheet(write(tmp_path / "t.csv", 'log,label\n"foo, bar <*>",1\n\nbaz,0\n\n'))
+    assert list(sheet.frame["log"]) == ["foo, bar <*>", "baz"] and list(sheet.frame["label"]) == [1, 0]
+
+
+def test_ragged_structured_log_is_refused_naming_the_line(tmp_path):
+    path = write(tmp_path / "s.csv", STRUCTURED_HEADER + "1,-,fan ok,E1,fan <*>\n2,-,disk, full,E2,disk <*>\n")
+    with pytest.raises(DataFormatError, match="line 3 has 6 fields but the header has 5"):
+        load_structured_log(path)
+
+
+def test_latin1_csv_is_refused_with_the_byte_and_a_fix(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("log,label\ncaf\xe9 <*>,0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 0xe9 at offset 13\); save it as UTF-8"):
+        load_template_sheet(path)
+
+
+def test_truncated_xlsx_is_refused_in_one_line(tmp_path):
+    whole = tmp_path / "whole.xlsx"
+    pd.DataFrame({"log": ["a <*>", "b failed"], "label": [0, 1]}).to_excel(whole, index=False)
+    cut = tmp_path / "cut.xlsx"
+    cut.write_bytes(whole.read_bytes()[:200])
+    for loader in (load_template_sheet, detect_format):
+        with pytest.raises(DataFormatError, match=r"cut.xlsx: not a readable .xlsx workbook \(File is not a zip"):
+            loader(cut)
+    hollow = tmp_path / "hollow.xlsx"  # a zip file, but no workbook inside
+    with zipfile.ZipFile(hollow, "w") as archive:
+        archive.writestr("readme.txt", "not a workbook")
+    with pytest.raises(DataFormatError, match=r"hollow.xlsx: not a readable .xlsx workbook"):
+        load_template_sheet(hollow)
+
+
+def test_xlsx_values_under_no_header_are_refused_and_empty_unnamed_columns_dropped(tmp_path):
+    frame = pd.DataFrame([["a <*>", 0, ""], ["b failed", 1, ""]], columns=["log", "label", ""])
+    frame.to_excel(tmp_path / "empty_extra.xlsx", index=False)
+    assert list(load_template_sheet(tmp_path / "empty_extra.xlsx").frame.columns) == ["log", "label"]
+    frame.iloc[1, 2] = "stray"
+    frame.to_excel(tmp_path / "stray.xlsx", index=False)
+    with pytest.raises(DataFormatError, match="row 3 has a value in column 3, which has no header"):
+        load_template_sheet(tmp_path / "stray.xlsx")
+
+
+# ---- time order of a structured log -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line_ids", "expected"), [
+    ([1, 2, 3], None),  # in order
+    ([1, 2, 2, 3], None),  # a repeated LineId is a duplicate, not disorder
+    ([3, 2, 1], 1),  # reversed
+    ([1, 3, 2, 4], 2),  # one swap
+    ([], None),
+])
+def test_first_out_of_order(line_ids, expected):
+    assert first_out_of_order(line_ids) == expected
+
+
+def test_structured_log_out_of_order_is_refused_or_sorted_on_request(tmp_path, caplog):
+    rows = ["3,-,c,E1,c <*>", "1,-,a,E1,a <*>", "2,KERNDTLB,b,E2,b <*>"]
+    log = load_structured_log(write(tmp_path / "s.csv", STRUCTURED_HEADER + "\n".join(rows) + "\n"))
+    with pytest.raises(DataFormatError, match="row 3 has LineId 1 after LineId 3; .* pass --unsorted sort"):
+        in_line_order(log, REFUSE)
+    with caplog.at_level(logging.WARNING, logger="rationanomaly.loaders"):
+        ordered = in_line_order(log, SORT)
+    assert list(ordered.frame["LineId"]) == ["1", "2", "3"] and ordered.line_labels == [0, 1, 0]
+    assert "LineIds go backwards at 1 place(s), first on row 3" in caplog.text
+    assert in_line_order(ordered, REFUSE) is ordered  # an ordered log passes unchanged

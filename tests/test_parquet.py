@@ -330,4 +330,4 @@ def test_parquet_builder_rejects_bare_labels_with_a_message(tmp_path, capsys):
     module = module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--input", str(samples_path), "--output_dir", str(tmp_path / "o")]) == 2
-    assert "not a CoT target" in capsys.readouterr().out and not (tmp_path / "o").exists()
+    assert "not a CoT target" in capsys.readouterr().err and not (tmp_path / "o").exists()

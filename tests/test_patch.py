@@ -10,6 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from rationanomaly.io import OutputError
 from rationanomaly.loaders import DataFormatError, load_structured_log, load_template_sheet
 from rationanomaly.patch import (
     EXACT,
@@ -162,7 +163,7 @@ def test_cli_without_arguments_explains_the_reference_file_layout(capsys):
     if (REPO_ROOT / "datasets" / "anomaly_patch.json").exists():
         pytest.skip("a real datasets/anomaly_patch.json is present")
     assert run_cli([]) == 2
-    assert "datasets/trainsets/BGL.xlsx" in capsys.readouterr().out
+    assert "datasets/trainsets/BGL.xlsx" in capsys.readouterr().err
 
 
 PUBLIC_COUNTS = {  # (match) -> per-file (templates, matched, changed, n->a, a->n, before, after)
@@ -215,3 +216,75 @@ def test_cli_without_arguments_patches_the_reference_trainsets_layout(public_dat
     report = json.loads((folder / "trainsets" / "anomaly_patch_report.json").read_text())
     assert (report["matched"], report["anomalies_after"]) == (224, 283)
     assert load_template_sheet(folder / "trainsets" / "Spirit_rectified.xlsx").anomalies == 172
+
+
+# ---- outputs that would lose data, and what the combined report counts ---------------------------------
+
+
+def _two_sheets(tmp_path):
+    (tmp_path / "a.csv").write_text("log,label\nx,0\nw,0\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("log,label\ny,0\nx,0\n", encoding="utf-8")
+    patch = write_patch(tmp_path / "p.json", [entry("x"), entry("y"), entry("z")])
+    return tmp_path / "a.csv", tmp_path / "b.csv", patch
+
+
+@pytest.mark.parametrize(("outputs", "message"), [
+    (("same.csv", "same.csv"), "same.csv is named twice as an output"),  # the first file's result would be lost
+    (("a.csv", "b2.csv"), "output {tmp}/a.csv is the input {tmp}/a.csv"),  # overwrites its own input
+    (("b.csv", "b2.csv"), "output {tmp}/b.csv is the input {tmp}/b.csv"),  # overwrites the other input
+    (("link.csv", "b2.csv"), "output {tmp}/link.csv is the input {tmp}/a.csv"),  # a symlink to an input
+    (("a2.csv", "p.json"), "output {tmp}/p.json is the input {tmp}/p.json"),  # overwrites the patch
+])
+def test_cli_refuses_outputs_that_would_lose_data(tmp_path, cli, snapshot, outputs, message):
+    a, b, patch = _two_sheets(tmp_path)
+    (tmp_path / "link.csv").symlink_to(a)
+    before = snapshot(tmp_path)
+    result = cli("datasets/anomaly_patch.py", ["--input", str(a), "--output", str(tmp_path / outputs[0]),
+                                               "--input", str(b), "--output", str(tmp_path / outputs[1]),
+                                               "--patch", str(patch)])
+    assert result.code == 2 and len(result.errors) == 1
+    assert message.format(tmp=tmp_path) in result.errors[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_cli_in_place_patches_a_file_that_is_its_own_output(tmp_path, cli):
+    a, _, patch = _two_sheets(tmp_path)
+    result = cli("datasets/anomaly_patch.py", ["--input", str(a), "--output", str(a), "--patch", str(patch),
+                                               "--in_place", "--report", str(tmp_path / "r.json")])
+    assert result.code == 0
+    assert a.read_text(encoding="utf-8") == "log,label\nx,1\nw,0\n"
+    with pytest.raises(OutputError, match="is the input"):  # in place never means "over the patch"
+        patch_files([(a, patch)], patch, tmp_path / "r2.json", in_place=True)
+
+
+def test_combined_report_counts_entries_once_and_templates_per_file(tmp_path):
+    a, b, patch = _two_sheets(tmp_path)
+    report = patch_files([(a, tmp_path / "a2.csv"), (b, tmp_path / "b2.csv")], patch, tmp_path / "r.json")
+    # entries: x hits both files, y one, z none -> 2 of 3 matched, both exactly (x counted once, not twice)
+    assert (report["patch_entries"], report["matched"], report["matched_exact"], report["unmatched"]) == \
+        (3, 2, 2, ["z"])
+    # templates: summed over files (a: x changed; b: y and x changed)
+    assert (report["templates"], report["changed"], report["normal_to_abnormal"], report["anomalies_after"]) == \
+        (4, 3, 3, 3)
+    assert [f["matched_exact"] for f in report["files"]] == [1, 2]
+
+
+def test_combined_report_normalized_only_lists_each_entry_once_with_its_file(tmp_path):
+    (tmp_path / "a.csv").write_text("log,label\n\"disk, full\",0\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("log,label\nother,0\n", encoding="utf-8")
+    patch = write_patch(tmp_path / "p.json", [entry("disk full")])
+    report = patch_files([(tmp_path / "a.csv", tmp_path / "a2.csv"), (tmp_path / "b.csv", tmp_path / "b2.csv")],
+                         patch, tmp_path / "r.json", NORMALIZED)
+    assert (report["matched"], report["matched_exact"]) == (1, 0)
+    assert report["matched_normalized_only"] == [{"input": "disk full", "template": "disk, full",
+                                                  "file": str(tmp_path / "a.csv")}]
+
+
+def test_empty_patch_is_refused(tmp_path, cli):
+    a, _, _ = _two_sheets(tmp_path)
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    result = cli("datasets/anomaly_patch.py", ["--input", str(a), "--output", str(tmp_path / "o.csv"),
+                                               "--patch", str(tmp_path / "empty.json")])
+    assert result.code == 2 and result.errors == [f"error: {tmp_path / 'empty.json'}: the list is empty; it needs "
+                                                  "at least one record"]
+    assert not (tmp_path / "o.csv").exists()

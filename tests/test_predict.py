@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import socket
 import sys
@@ -17,6 +18,7 @@ from rationanomaly.paths import REPO_ROOT
 from rationanomaly.predict import (
     BackendUnavailable,
     SamplingConfig,
+    check_local_model,
     make_backend,
     openai_backend,
     predict_file,
@@ -106,7 +108,7 @@ def test_rerun_resumes_without_duplicates_and_matches_an_uninterrupted_run(tmp_p
     assert resumed_backend.seen == LOGS[4:]  # nothing generated twice
     assert _read(interrupted) == _read(clean)
     finished = EchoBackend()
-    assert predict_samples(SAMPLES, finished, interrupted, None).generated == 0 and finished.calls == 0
+    assert predict_samples(SAMPLES, finished, interrupted, None, batch_size=2).generated == 0 and finished.calls == 0
 
 
 def test_resume_refuses_a_file_from_another_test_set(tmp_path):
@@ -257,14 +259,13 @@ def test_openai_backend_reports_http_errors_with_status(chat_server, tmp_path):
         backend.generate(build_requests(SAMPLES[:1], None, 0))
 
 
-def test_openai_backend_reports_an_unreachable_server(monkeypatch):
+def test_openai_backend_fails_fast_on_an_unreachable_server(monkeypatch):
     monkeypatch.setattr(openai_backend, "BACKOFF_SECONDS", 0.0)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again before the request: nothing listens there
-    backend = make_backend("openai", "tiny", SamplingConfig(), base_url=f"http://127.0.0.1:{port}/v1")
-    with pytest.raises(EndpointError, match="cannot reach .*is the server running"):
-        backend.generate(build_requests(SAMPLES[:1], None, 0))
+    with pytest.raises(EndpointError, match=f"cannot reach http://127.0.0.1:{port}/v1/models .*start the server"):
+        make_backend("openai", "tiny", SamplingConfig(), base_url=f"http://127.0.0.1:{port}/v1")
 
 
 @pytest.mark.gpu
@@ -361,7 +362,8 @@ def test_model_predict_names_a_model_folder_that_is_not_there(tmp_path, capsys):
     missing = tmp_path / "models" / "RationAnomaly"
     assert main(["--model", str(missing), "--testset", str(tmp_path / "t.json"), "--backend", "transformers",
                  "--output", str(tmp_path / "p.json")]) == 2
-    assert f"cannot load model {missing}" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"error: model folder {missing} not found; pass an exported model folder (bash "
+                                       "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)\n")
 
 
 def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(tmp_path, capsys):
@@ -371,3 +373,55 @@ def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(t
     main = _script("model_predict.py")["main"]
     assert main(["-m", "0", "-t", "0", "--backend", "rules", "--catalog", str(tmp_path / "list.json")]) == 2
     assert "copy the one template_split.py wrote there (e.g. runs/data/split/BGL_test.json)" in capsys.readouterr().err
+
+
+# ---- resume only with the same settings; numbers that mean something --------------------------------------
+
+
+def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, snapshot):
+    write_samples(tmp_path / "t.json", SAMPLES)
+    argv = ["--backend", "rules", "--testset", str(tmp_path / "t.json"), "--output", str(tmp_path / "p.json")]
+    assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0
+    records = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps(records[:3]))  # as if interrupted after 3 items
+    before = snapshot(tmp_path)
+    result = cli("validation/model_predict.py", [*argv, "--batch_size", "3"])
+    assert result.code == 2 and result.errors == [
+        f"error: {tmp_path / 'p.json'} was made with another batch_size (see {tmp_path / 'p.json.meta.json'}); pass "
+        "another --output, or delete both files to start over"]
+    assert snapshot(tmp_path) == before
+    assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0  # same settings: resumes
+    assert json.loads((tmp_path / "p.json").read_text()) == records
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_model_predict_batch_size_must_be_a_positive_integer(tmp_path, cli, capsys, value):
+    with pytest.raises(SystemExit) as stopped:
+        cli("validation/model_predict.py", ["--backend", "rules", "--testset", str(tmp_path / "t.json"),
+                                            "--batch_size", value])
+    assert stopped.value.code == 2 and "error: argument --batch_size/--batch-size" in capsys.readouterr().err
+
+
+def test_predict_file_refuses_a_batch_size_below_one(tmp_path):
+    write_samples(tmp_path / "t.json", SAMPLES)
+    with pytest.raises(ValueError, match="batch_size=0; use 1 or more"):
+        predict_file(tmp_path / "t.json", tmp_path / "p.json", backend="rules", batch_size=0)
+
+
+@pytest.mark.parametrize(("model", "local"), [
+    ("{tmp}/models/RationAnomaly", True),  # absolute
+    ("./models/RationAnomaly", True),  # explicitly relative
+    ("models/RationAnomaly", True),  # models/ exists here, so this is a folder
+    ("a/b/c", True),  # deeper than org/name
+    ("meta-llama/Llama-2-7b-chat-hf", False),  # org/name: may be a hub id
+    ("gpt2", False),  # a bare hub name
+])
+def test_check_local_model_tells_a_missing_folder_from_a_hub_id(tmp_path, monkeypatch, model, local):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    name = model.format(tmp=tmp_path)
+    if local:
+        with pytest.raises(FileNotFoundError, match=f"model folder {re.escape(name)} not found"):
+            check_local_model(name)
+    else:
+        assert check_local_model(name) is None

@@ -385,3 +385,37 @@ def test_real_rationales_without_tags_are_rejected_as_ground_truth(rationales):
     for text in untagged:
         with pytest.raises(GroundTruthError, match="lacks <think>"):
             parse_ground_truth(text)
+
+
+# ---- strict ground truths, configuration checked before the first score -------------------------------
+
+
+@pytest.mark.parametrize(
+    "ground_truth",
+    [
+        "<think>a</think><answer>normal</answer><think>b</think><answer>abnormal</answer>",  # two pairs: last wins?
+        "<think>a</think><answer>abnormal</answer><answer>normal</answer>",  # two answers
+        "<answer>normal</answer><think>a</think>",  # answer before think
+        "Label: <think>a</think><answer>normal</answer>",  # text before the blocks
+        "<think>a</think> so <answer>normal</answer>",  # text between them
+        "<think>a</think><answer>normal</answer> (checked)",  # text after them
+    ],
+)
+def test_parse_ground_truth_accepts_only_one_think_then_one_answer(ground_truth):
+    with pytest.raises(GroundTruthError, match="is not exactly one <think>..</think> followed by one <answer>"):
+        parse_ground_truth(ground_truth)
+
+
+def test_parse_ground_truth_allows_whitespace_around_the_blocks():
+    truth = parse_ground_truth("\n <think>a</think>\n\n<answer>normal</answer> \n")
+    assert (truth.think, truth.label) == ("a", "normal")
+
+
+@pytest.mark.parametrize("response", [TRUTH.replace("normal", "abnormal"), "", "no tags"])
+def test_a_missing_perplexity_model_fails_on_the_first_call_whatever_the_response(tmp_path, response):
+    missing = tmp_path / "distilgpt2"
+    with pytest.raises(RewardConfigError, match=f"perplexity model {missing} is missing the folder itself"):
+        compute_reward(response, TRUTH, ppl_model=str(missing))  # a wrong answer never needs the model
+    with pytest.raises(RewardConfigError, match="is missing the folder itself"):
+        score_responses([response], [TRUTH], ppl_model=str(missing))
+    assert compute_reward(response, TRUTH, ppl_model=str(missing), think_reward="false")["think"] == 0.0

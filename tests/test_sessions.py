@@ -220,7 +220,7 @@ def test_session_builder_cli_then_predict_and_evaluate_scores_every_session(tmp_
 def test_session_builder_cli_reports_a_missing_input(tmp_path, capsys):
     main = runpy.run_path(str(REPO_ROOT / "datasets" / "session_builder.py"), run_name="cli")["main"]
     assert main(["--input", str(tmp_path / "none.csv"), "--output-dir", str(tmp_path)]) == 2
-    assert "none.csv" in capsys.readouterr().out
+    assert "none.csv: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.realdata
@@ -264,9 +264,79 @@ def test_public_bgl_2k_all_test_cli_covers_every_template_and_session(public_dat
     sessions, testset = read_sessions(tmp_path / TEST_FILE), read_samples(tmp_path / TEST_TEMPLATES_FILE)
     assert (len(sessions), anomaly_count(sessions)) == (20, 12)
     assert [len(s.templates) for s in sessions] == [100] * 20
-    assert read_samples(tmp_path / TRAIN_TEMPLATES_FILE) == []
+    assert json.loads((tmp_path / TRAIN_TEMPLATES_FILE).read_text()) == []  # written, though no input may be empty
     assert [s.input for s in testset] == list(dict.fromkeys(load_structured_log(source).frame["EventTemplate"]))
     assert (len(testset), sum(s.label == ABNORMAL for s in testset)) == (120, 15)
     oracle = [{"instruction": s.instruction, "input": s.input, "output": s.label} for s in testset]
     result = evaluate(oracle, testset, sessions)
     assert (result.sessions_total, result.sessions_dropped, result.session.tp, result.session.fp) == (20, 0, 12, 0)
+
+
+# ---- time order, degenerate inputs and outputs written as one set ------------------------------------
+
+
+def _shuffled_log(tmp_path):
+    """The sample log with its lines reversed: the "chronological" test set would be the earliest lines."""
+    lines = (SAMPLE_DATA_DIR / "bgl_structured.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path / "reversed.csv"
+    path.write_text(lines[0] + "".join(reversed(lines[1:])), encoding="utf-8")
+    return path
+
+
+def test_session_builder_refuses_a_log_out_of_time_order(tmp_path, cli, snapshot):
+    source = _shuffled_log(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli("datasets/session_builder.py", ["--input", str(source), "--output_dir", str(tmp_path / "out")])
+    assert result.code == 2
+    assert result.errors == [f"error: {source}: row 3 has LineId 1499 after LineId 1500; a structured log must be in "
+                             "time (LineId) order: sort it, or pass --unsorted sort to sort it here"]
+    assert snapshot(tmp_path) == before
+
+
+def test_session_builder_sorts_on_request_exactly_like_a_sorted_log(tmp_path, cli):
+    source = _shuffled_log(tmp_path)
+    argv = ["--train_anomaly_ratio", "0"]
+    assert cli("datasets/session_builder.py", ["--input", str(source), "--output_dir", str(tmp_path / "sorted"),
+                                               "--unsorted", "sort", *argv]).code == 0
+    assert cli("datasets/session_builder.py", ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"),
+                                               "--output_dir", str(tmp_path / "ordered"), *argv]).code == 0
+    for name in (TRAIN_FILE, TEST_FILE, TEST_TEMPLATES_FILE):
+        assert (tmp_path / "sorted" / name).read_bytes() == (tmp_path / "ordered" / name).read_bytes()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--window", "2000"], "1500 lines make no complete window of 2000"),  # nothing to split
+    (["--window", "0"], None),  # argparse: not a positive integer
+    (["--train_ratio", "1.5"], None),  # argparse: not a fraction
+])
+def test_session_builder_refuses_degenerate_settings(tmp_path, cli, capsys, argv, message):
+    base = ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output_dir", str(tmp_path / "out")]
+    if message is None:
+        with pytest.raises(SystemExit) as stopped:
+            cli("datasets/session_builder.py", [*base, *argv])
+        assert stopped.value.code == 2 and "error: argument" in capsys.readouterr().err
+    else:
+        result = cli("datasets/session_builder.py", [*base, *argv])
+        assert result.code == 2 and len(result.errors) == 1 and message in result.errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_session_outputs_are_one_set_a_failed_write_keeps_the_earlier_run(tmp_path, monkeypatch, snapshot):
+    import rationanomaly.sessions as sessions
+
+    build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path / "seed1", seed=1)
+    build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path / "out", seed=0)
+    seed1 = (tmp_path / "seed1" / TRAIN_FILE).read_bytes()
+    assert seed1 != (tmp_path / "out" / TRAIN_FILE).read_bytes()  # so a half-swapped set would show
+    before = snapshot(tmp_path)
+    real = sessions.write_samples
+
+    def fail_on_test_templates(path, samples):
+        if path.name == TEST_TEMPLATES_FILE:
+            raise OSError(28, "No space left on device")
+        return real(path, samples)
+
+    monkeypatch.setattr(sessions, "write_samples", fail_on_test_templates)
+    with pytest.raises(OSError, match="No space left"):
+        build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path / "out", seed=1)
+    assert snapshot(tmp_path) == before  # train/test sessions of seed 1 were staged, never swapped in

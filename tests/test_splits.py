@@ -11,7 +11,7 @@ import pytest
 from rationanomaly.labels import ABNORMAL, NORMAL
 from rationanomaly.patch import NORMALIZED, patch_files
 from rationanomaly.paths import REPO_ROOT, SAMPLE_DATA_DIR
-from rationanomaly.samples import read_samples
+from rationanomaly.samples import SampleFormatError, read_samples
 from rationanomaly.sessions import Session, read_sessions, write_sessions
 from rationanomaly.splits import (
     CHRONOLOGICAL,
@@ -154,3 +154,54 @@ def test_public_bgl_split_reports_what_the_pool_allows(public_data, tmp_path):
     # 1412-template pool holds 88 of the 112 rectified anomalies: 88 + round(88 * 0.85 / 0.15) = 587 entries
     assert (meta["train"]["entries"], meta["train"]["abnormal"]) == (587, 88)
     assert (meta["test"]["entries"], meta["test"]["abnormal"]) == (354, 24)
+
+
+# ---- names, degenerate inputs and numbers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "sub/BGL", ".hidden", ".."])
+def test_template_split_name_cannot_leave_the_output_folder(tmp_path, cli, snapshot, name):
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    result = cli("datasets/template_split.py", ["--input", str(SAMPLE_DATA_DIR / "bgl_templates.csv"),
+                                                "--name", name, "--output_dir", str(tmp_path / "out" / "a" / "b")])
+    assert result.code == 2 and result.errors == [
+        f"error: --name {name!r} is not a plain name (no '/', '\\', leading '.' or '-'); it names files inside the "
+        "output folder: use e.g. BGL"]
+    assert snapshot(tmp_path) == before and not (tmp_path / "escaped_train.json").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("log,label\n", "no rows below the header"),  # header only: no empty splits written
+    ("log,label\nonly one <*>,1\n", "1 templates leave the training side empty"),  # nothing to train on
+])
+def test_template_split_refuses_degenerate_sheets(tmp_path, cli, text, message):
+    (tmp_path / "sheet.csv").write_text(text, encoding="utf-8")
+    result = cli("datasets/template_split.py", ["--input", str(tmp_path / "sheet.csv"), "--output_dir",
+                                                str(tmp_path / "out")])
+    assert result.code == 2 and len(result.errors) == 1 and message in result.errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--train_ratio", "0"], ["--train_ratio", "1"], ["--anomaly_rate", "1.5"],
+                                  ["--train_size", "0"], ["--train_size", "-1"]])
+def test_template_split_refuses_numbers_outside_their_range(tmp_path, cli, capsys, argv):
+    with pytest.raises(SystemExit) as stopped:
+        cli("datasets/template_split.py", ["--input", str(SAMPLE_DATA_DIR / "bgl_templates.csv"), "--output_dir",
+                                           str(tmp_path), *argv])
+    assert stopped.value.code == 2 and f"error: argument {argv[0]}" in capsys.readouterr().err
+
+
+def test_template_split_says_when_no_session_is_left_and_evaluation_refuses_that_file(tmp_path, cli):
+    sessions = tmp_path / "sessions.json"
+    write_sessions(sessions, [Session(0, 1, ("clock card <*> synchronised with reference <*>",), (0,))])
+    sheet = SAMPLE_DATA_DIR / "bgl_templates.csv"
+    result = cli("datasets/template_split.py", ["--input", str(sheet), "--name", "B", "--output_dir",
+                                                str(tmp_path / "out"), "--sessions", str(sessions), "--train_ratio",
+                                                "0.99"])
+    assert result.code == 0  # the main outputs are fine; the secondary one is empty, and said to be
+    assert "kept 0 (0 abnormal), dropped 1 that contain a training template; none left for session-level " \
+        "evaluation (try a smaller --train_ratio)" in result.out
+    assert json.loads((tmp_path / "out" / "B_test_sessions.json").read_text()) == []
+    with pytest.raises(SampleFormatError, match="B_test_sessions.json: the list is empty"):
+        read_sessions(tmp_path / "out" / "B_test_sessions.json")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from rationanomaly.evaluate import MISSING_POLICIES, evaluate_files, format_table
-from rationanomaly.io import write_text_atomic
+from rationanomaly.cli import make_parser, run_command
+from rationanomaly.evaluate import MISSING_POLICIES, Evaluation, evaluate_files, format_table
+from rationanomaly.io import check_outputs, output_set, write_text_atomic
 from rationanomaly.patch import EXACT, MATCH_MODES
 from rationanomaly.predict.catalog import DEFAULT_CATALOG, load_catalog, reference_ids, select, session_path
 from rationanomaly.results import DATASETS, ResultRow, comparison_table, evaluation_scores
@@ -28,7 +28,7 @@ SHOWN_UNKNOWNS = 10
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Reference flags (-m, -t, -s) and explicit ones on top."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("-m", "--model", help="catalogue model number (reference form, with -t NUMBER)")
     parser.add_argument("-t", "--testset", required=True, help="test set JSON or a catalogue number")
     parser.add_argument("-s", "--session", help="reference form: b (BGL) or s (Spirit) session file from the catalogue")
@@ -52,7 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labelled", type=Path, help="labelled-output JSON (binarised output beside each label)")
     parser.add_argument("--diff", type=Path, help="JSON of the items whose binarised output differs from the label")
     parser.add_argument("--dataset", choices=DATASETS, help="print the paper's Table 2 rows for this dataset")
-    parser.add_argument("--method", default="ours", help="row name in the comparison table")
+    parser.add_argument("--method", default="ours", help="row name in the comparison table (recorded in the JSON)")
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="score a prediction file that covers only part of the test set (the report says how much); "
+        "by default that is an error",
+    )
     parser.add_argument(
         "--results_table", "--results-table", type=Path, help="also write the comparison table (markdown) here"
     )
@@ -95,13 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate, write the files, print the table, the unknowns and the paper's rows."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        paths = resolve(args)
-        dataset = paths.pop("dataset")
-        result = evaluate_files(**paths, missing=args.missing, match=args.match)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: run(args), args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command's body: every output is checked first and all of them are written as one set."""
+    paths = resolve(args)
+    dataset = paths.pop("dataset")
+    outputs = [paths["output_json"], paths["labelled"], paths["diff"], args.results_table]
+    check_outputs(outputs, [paths["predictions"], paths["testset"], paths["sessions"]])
+    with output_set():
+        result = evaluate_files(**paths, missing=args.missing, match=args.match, partial=args.partial,
+                                method=args.method)
+        report(args, dataset, result)
+    written = [p for p in outputs if p]
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def report(args: argparse.Namespace, dataset: str | None, result: Evaluation) -> None:
+    """Print the table, the unknowns and the paper's rows; stage the comparison table when asked for."""
     print(format_table(result))
     print(f"unknown (not binarisable, counted as not abnormal): {len(result.unknowns)}")
     for item in result.unknowns[:SHOWN_UNKNOWNS]:
@@ -115,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(tables))
     if args.results_table is not None and tables:
         write_text_atomic(args.results_table, "\n".join(tables))
-    written = [p for p in (paths["output_json"], paths["labelled"], paths["diff"], args.results_table) if p]
-    print("wrote: " + ", ".join(str(p) for p in written))
-    return 0
 
 
 if __name__ == "__main__":

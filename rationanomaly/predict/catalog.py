@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rationanomaly.io import read_text
 from rationanomaly.paths import REPO_ROOT
 
 DEFAULT_CATALOG = REPO_ROOT / "validation" / "model_testset_list.json"
@@ -59,7 +60,12 @@ class Selection:
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict:
     """Read the catalogue and check it has the reference's four keys."""
     path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(read_text(path, "pass --catalog FILE (layout: validation/model_testset_list.json)"))
+    except json.JSONDecodeError as error:
+        raise CatalogError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected a JSON object with models, model_paths, testsets, testset_paths")
     missing = [k for k in ("models", "model_paths", "testsets", "testset_paths") if k not in data]
     if missing:
         raise CatalogError(f"{path} lacks {missing}; see validation/model_testset_list.json for the layout")

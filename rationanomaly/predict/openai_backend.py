@@ -6,6 +6,7 @@ model's chat template to the messages, so prompts match the other backends for t
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -28,6 +29,39 @@ BACKOFF_SECONDS = 1.0
 
 class EndpointError(RuntimeError):
     """The endpoint answered with an error or with a body that is not a chat completion."""
+
+
+def _model_ids(body: bytes) -> set[str]:
+    """The model ids of an OpenAI `/models` answer (`{"data": [{"id": ...}]}`); empty when it is not one."""
+    try:
+        data = json.loads(body).get("data", [])
+        return {str(item["id"]) for item in data if isinstance(item, dict) and "id" in item}
+    except (ValueError, AttributeError, TypeError):
+        return set()
+
+
+def probe_endpoint(completions_url: str, model: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+    """One request before the real work: fail at once when nothing answers, or the server lacks `model`.
+
+    A GET of `{base}/models`, which OpenAI and vLLM serve. Any HTTP answer means something is listening (a
+    404 there says nothing about chat completions), so only a connection failure or a timeout is fatal;
+    without this probe an unreachable endpoint was retried several times for every single item.
+    """
+    url = completions_url.rstrip("/").removesuffix("/chat/completions") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise EndpointError(f"cannot reach {url} ({reason}); start the server (e.g. `vllm serve MODEL`) or fix "
+                            "--base_url") from error
+    served = _model_ids(body)
+    if served and model not in served:
+        raise EndpointError(f"{url} serves {', '.join(sorted(served)[:10])}, not model {model!r}; pass one of those "
+                            "as --model")
 
 
 def chat_payload(model: str, request: Request, sampling: SamplingConfig) -> dict:
@@ -65,6 +99,7 @@ class OpenAIBackend:
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
+        probe_endpoint(self.url, model, self.api_key, min(timeout, 30.0))
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """Answers in request order (the thread pool keeps the order of `map`)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rationanomaly.io import write_json_atomic
+from rationanomaly.io import check_output_path, read_text, write_json_atomic
 from rationanomaly.predict.backends import Backend, Request, SamplingConfig
 from rationanomaly.prompts import chat_messages
 from rationanomaly.samples import Sample, SampleFormatError, read_records
@@ -68,7 +68,7 @@ def load_resumable(path: Path, samples: Sequence[Sample]) -> list[dict]:
     """
     if not path.exists():
         return []
-    done = read_records(path, PREDICTION_KEYS)
+    done = read_records(path, PREDICTION_KEYS, allow_empty=True)
     if len(done) > len(samples):
         raise SampleFormatError(f"{path} holds {len(done)} predictions but the test set has {len(samples)} items; "
                                 "it belongs to another test set: choose another --output or delete it")
@@ -79,20 +79,26 @@ def load_resumable(path: Path, samples: Sequence[Sample]) -> list[dict]:
     return done
 
 
-# Settings that change the answers: a resumed file made with other values would mix two runs.
-RESUME_KEYS = ("model", "system_prompt", "sampling")
+# Settings that change the answers: a resumed file made with other values would mix two runs. The batch size
+# is one of them: the transformers backend seeds each batch and pads it to its longest prompt, so 258 of 354
+# answers differed between --batch_size 8 and 16.
+RESUME_KEYS = ("model", "backend", "system_prompt", "sampling", "batch_size", "dtype")
 
 
 def check_resume_settings(meta_path: Path, meta: dict) -> None:
-    """Stop when the saved predictions were made with another model, prompt or sampling than this run's.
+    """Stop when the saved predictions were made with another model, backend, prompt, sampling, batch size or dtype.
 
     The default output name holds only the test set and the model, so `-c cot` after `-c log` (or a
-    new --seed or --temperature) would otherwise continue, or silently accept, the other run's file.
-    A prediction file without its `.meta.json` is resumed as before.
+    new --seed, --temperature or --batch_size) would otherwise continue, or silently accept, the other run's
+    file. A prediction file without its `.meta.json` is resumed as before.
     """
     if not meta_path.exists():
         return
-    saved = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(read_text(meta_path))
+    except ValueError as error:
+        raise SampleFormatError(f"{meta_path}: unreadable run settings ({error}); delete it and the prediction file "
+                                "to start over, or pass another --output") from error
     changed = [key for key in RESUME_KEYS if key in saved and saved[key] != meta.get(key)]
     if changed:
         output = meta_path.name.removesuffix(".meta.json")
@@ -108,6 +114,8 @@ def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | P
         raise ValueError(f"batch_size ({batch_size}) and save_every ({save_every}) must be at least 1")
     sampling = sampling or SamplingConfig()
     output = Path(output)
+    check_output_path(output)
+    check_output_path(prediction_meta_path(output))
     results = load_resumable(output, samples)
     resumed = len(results)
     meta = {
@@ -115,9 +123,9 @@ def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | P
         "batch_size": batch_size, "items": len(samples),
     }
     if resumed:
-        check_resume_settings(_meta_path(output), meta)
+        check_resume_settings(prediction_meta_path(output), meta)
         logger.info("resuming %s after %d of %d items", output, resumed, len(samples))
-    write_json_atomic(_meta_path(output), meta)
+    write_json_atomic(prediction_meta_path(output), meta)
     started, unsaved = time.perf_counter(), 0
     with tqdm(total=len(samples), initial=resumed, desc=f"predict ({backend.name})", unit="item",
               dynamic_ncols=True) as progress:
@@ -137,6 +145,6 @@ def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | P
     return PredictionRun(output, len(samples), resumed, len(samples) - resumed, time.perf_counter() - started)
 
 
-def _meta_path(output: Path) -> Path:
+def prediction_meta_path(output: Path) -> Path:
     """Where the run settings go: beside the predictions, same name plus `.meta.json`."""
     return output.with_name(output.name + ".meta.json")

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rationanomaly.labels import LABELS
-from rationanomaly.response import extract_answer, extract_think
+from rationanomaly.labels import ANSWER_CLOSE, ANSWER_OPEN, LABELS, THINK_CLOSE, THINK_OPEN
+from rationanomaly.response import extract_answer, extract_think, tags_in_order
 from rationanomaly.reward.components import (
     FORMAT_VALID,
     answer_reward,
@@ -19,7 +19,7 @@ from rationanomaly.reward.components import (
     semantic_reward,
     total_reward,
 )
-from rationanomaly.reward.config import RewardConfig, parse_reward_kwargs
+from rationanomaly.reward.config import RewardConfig, check_model_folder, parse_reward_kwargs
 from rationanomaly.reward.perplexity import MicroBatcher, load_perplexity_model
 
 # verl copies every returned key into reward_extra_info and asserts equal lengths: same keys, always.
@@ -51,12 +51,22 @@ def parse_ground_truth(ground_truth: object) -> GroundTruth:
 
 @lru_cache(maxsize=4096)
 def _parse_ground_truth(ground_truth: str) -> GroundTruth:
-    """parse_ground_truth for a string, cached: 16 rollouts share each ground truth."""
+    """parse_ground_truth for a string, cached: 16 rollouts share each ground truth.
+
+    Strict: each tag exactly once and in order, nothing but whitespace outside the two blocks. A second
+    pair of tags would otherwise be resolved silently (the last answer wins) and train on the wrong label.
+    """
     think, answer = extract_think(ground_truth), extract_answer(ground_truth)
     if think is None or answer is None:
         raise GroundTruthError(
             f"ground truth {describe(ground_truth)} lacks <think>..</think> or <answer>..</answer>; "
             "rebuild the parquet with CoT labels (`<think>REF</think><answer>LABEL</answer>`)"
+        )
+    if not tags_in_order(ground_truth) or _outside_blocks(ground_truth):
+        raise GroundTruthError(
+            f"ground truth {describe(ground_truth)} is not exactly one <think>..</think> followed by one "
+            "<answer>..</answer> (with nothing else around them); rebuild the parquet from checked rationales "
+            "(datasets/cot_distill.py)"
         )
     label = answer.strip().lower()
     if label not in LABELS:
@@ -66,17 +76,37 @@ def _parse_ground_truth(ground_truth: str) -> GroundTruth:
     return GroundTruth(think=think, label=label)
 
 
+def _outside_blocks(ground_truth: str) -> str:
+    """Non-whitespace text before <think>, between </think> and <answer>, or after </answer>."""
+    before, _, rest = ground_truth.partition(THINK_OPEN)
+    between = rest.partition(THINK_CLOSE)[2].partition(ANSWER_OPEN)[0]
+    after = rest.partition(ANSWER_CLOSE)[2]
+    return (before + between + after).strip()
+
+
+def _checked_config(reward_kwargs: Mapping[str, object]) -> RewardConfig:
+    """Options parsed and, when the perplexity term is on, its model folder checked before the first score.
+
+    Without this check a missing `ppl_model` surfaced only on the first *correct* response, possibly many
+    steps into training; now any first call fails with the fix.
+    """
+    config = parse_reward_kwargs(reward_kwargs)
+    if _uses_perplexity(config):
+        check_model_folder(config.ppl_model)
+    return config
+
+
 @lru_cache(maxsize=64)
 def _cached_config(items: tuple[tuple[str, object], ...]) -> RewardConfig:
-    return parse_reward_kwargs(dict(items))
+    return _checked_config(dict(items))
 
 
 def reward_config(reward_kwargs: Mapping[str, object]) -> RewardConfig:
-    """parse_reward_kwargs, cached: verl passes the same kwargs on every one of thousands of calls."""
+    """Checked options, cached: verl passes the same kwargs on every one of thousands of calls."""
     try:
         return _cached_config(tuple(sorted(reward_kwargs.items())))
     except TypeError:  # an unhashable value (a list from Hydra): parse it every time, it will fail clearly
-        return parse_reward_kwargs(reward_kwargs)
+        return _checked_config(reward_kwargs)
 
 
 @dataclass(frozen=True)
