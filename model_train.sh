@@ -57,7 +57,13 @@ if [[ "$DEVICE" == cpu ]]; then
         transfer_queue.backend.SimpleStorage.num_data_storage_units=1
         +ray_kwargs.ray_init.num_gpus=1                    # the pretend GPU verl's resource pool counts
         data.dataloader_num_workers=0
+        # float32 throughout: exact on any CPU (bf16 needs AVX-512 BF16), and the actor-vs-vLLM check
+        # training/rollout_probs_diff_max then shows a weight-sync fault instead of bf16 noise (~1e-2)
+        +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
+        +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
+        actor_rollout_ref.rollout.dtype=float32
     )
+    CPU_SFT_OVERRIDES=(trainer.device=cpu +engine.mixed_precision.param_dtype=fp32)
 elif [[ "$DEVICE" != gpu ]]; then
     echo "unknown DEVICE=$DEVICE; choose gpu or cpu" >&2
     exit 2
@@ -316,7 +322,7 @@ sft_overrides() {
     if [[ "$SFT_CHAT_TEMPLATE" != model ]]; then
         overrides+=("model.custom_chat_template=\${oc.env:RATIONANOMALY_SFT_CHAT_TEMPLATE,null}")
     fi
-    if [[ "$DEVICE" == cpu ]]; then overrides+=(trainer.device=cpu); fi  # cpu-profile
+    if [[ "$DEVICE" == cpu ]]; then overrides+=("${CPU_SFT_OVERRIDES[@]}"); fi  # cpu-profile
     overrides+=(${user_overrides[@]+"${user_overrides[@]}"})
 }
 

@@ -13,8 +13,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,12 +91,51 @@ def run_steps(steps: Sequence[Step], log_dir: Path, on_done: Callable[[StepResul
     return results
 
 
-def demo_steps(out: Path) -> list[Step]:
+# The run `make demo` trains for real on the CPU (DEVICE=cpu STAGE=all bash model_train.sh): launcher defaults
+# except these sizes, chosen so that CoT-SFT and GRPO take a few minutes on 2 cores. Ours, not the paper's.
+CPU_TRAINING_KNOBS = {
+    "DEVICE": "cpu",
+    "STAGE": "all",
+    "SFT_BATCH_SIZE": "4",  # 58 sample rows -> 14 LoRA steps
+    "SFT_EPOCHS": "1",
+    "SFT_LR": "5e-3",  # reaches well-formed answers in one epoch on the pre-trained stand-in (tiny.PRETRAIN_STEPS)
+    "LORA_RANK": "8",
+    "LORA_ALPHA": "16",
+    "SFT_MAX_LENGTH": "1024",
+    "TRAIN_BATCH_SIZE": "8",
+    "PPO_MINI_BATCH_SIZE": "4",
+    "ROLLOUT_N": "4",
+    "MAX_PROMPT_LENGTH": "512",
+    "MAX_RESPONSE_LENGTH": "96",  # a sample rationale is ~60 tokens of the stand-in's vocabulary
+    "ACTOR_LR": "5e-5",  # the reference's 4e-7 would not move a tiny model visibly in 4 steps
+    "TOTAL_EPOCHS": "1",
+    "SAVE_FREQ": "2",
+    "OVERWRITE": "1",  # a rerun of the demo starts fresh in its own folder
+}
+GRPO_STEPS = 4
+# console + JSON lines (what the watch tool reads); wandb would only add a service process and files
+CPU_TRAINING_OVERRIDES = ["trainer.logger=[console,file]", f"trainer.total_training_steps={GRPO_STEPS}"]
+VLLM_CPU_TESTSET = "BGL"  # the vLLM backend runs once (template level): its CPU start-up takes ~1 minute
+
+
+def demo_steps(out: Path, ray_tmpdir: Path | None = None) -> list[Step]:
     """The pipeline on the embedded sample, as the commands a user would run."""
     sample = SAMPLE_DATA_DIR
-    data, models = out / "data", out / "models"
+    data, models, targets = out / "data", out / "models", out / "targets"
     split, sessions, cot, parquet = data / "split", data / "sessions", data / "cot", data / "parquet"
     base_model, ppl_model = models / "tiny-llama", models / "tiny-distilgpt2"
+    sft_model, grpo_model = models / "RationAnomaly-SFT", models / "RationAnomaly"
+    launcher_paths = {
+        "PYTHON": PYTHON, "LOG_DIR": str(targets / "console"), "BASE_MODEL": str(base_model),
+        "SFT_MODEL": str(sft_model), "PPL_MODEL": str(ppl_model),
+        "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"),
+        "OUTPUT_DIR": str(targets / "RationAnomaly"), "SFT_OUTPUT_DIR": str(targets / "RationAnomaly-SFT"),
+    }
+    training_env = {
+        **launcher_paths, **CPU_TRAINING_KNOBS,
+        "HF_DATASETS_CACHE": str(out / "cache" / "hf_datasets"),  # not the home folder
+        "RAY_TMPDIR": str(ray_tmpdir or Path("/tmp") / "ray_rationanomaly_demo"),  # short: Ray's socket paths
+    }
     return [
         Step("anomaly_patch", [
             PYTHON, "datasets/anomaly_patch.py",
@@ -125,31 +166,27 @@ def demo_steps(out: Path) -> list[Step]:
             PYTHON, "datasets/parquet_builder.py", "--input", str(cot / "train_cot.json"), "--output_dir", str(parquet),
         ]),
         Step("tiny_models", [PYTHON, "-m", "rationanomaly.tiny", "--llama", str(base_model), "--gpt2", str(ppl_model)]),
-        Step("train_dry_run", ["bash", "model_train.sh"], env={
-            "DRY_RUN": "1", "STAGE": "all", "PYTHON": PYTHON, "LOG_DIR": str(out / "targets"),
-            "BASE_MODEL": str(base_model), "SFT_MODEL": str(models / "RationAnomaly-SFT"), "PPL_MODEL": str(ppl_model),
-            "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"),
-            "OUTPUT_DIR": str(out / "targets" / "RationAnomaly"),
-            "SFT_OUTPUT_DIR": str(out / "targets" / "RationAnomaly-SFT"),
+        Step("train_sft_grpo_cpu", ["bash", "model_train.sh", *CPU_TRAINING_OVERRIDES], env=training_env),
+        Step("export_grpo", ["bash", "model_export.sh"], env={
+            "PYTHON": PYTHON, "CHECKPOINTS": str(targets / "RationAnomaly"), "TARGET_DIR": str(grpo_model),
+            "OVERWRITE": "1",
         }),
-        Step("reward_through_verl", [
-            PYTHON, "-m", "rationanomaly.reward.verl_run", "--parquet", str(parquet / "bgl_train.parquet"),
-            "--model", str(base_model), "--ppl_model", str(ppl_model), "--out", str(out / "reward"),
-        ]),
-        *prediction_steps(out, split / "BGL_test.json", sessions / "test_sessions.json", base_model),
-        Step("watch", [PYTHON, "-m", "rationanomaly.watch", str(sample / "watch"), "--out", str(out / "watch")]),
+        *prediction_steps(out, split / "BGL_test.json", sessions / "test_sessions.json", grpo_model),
+        Step("watch", [PYTHON, "-m", "rationanomaly.watch", str(targets), "--out", str(out / "watch")]),
     ]
 
 
 def prediction_steps(out: Path, testset: Path, sessions: Path, model: Path) -> list[Step]:
-    """Predict with the tiny model and the keyword baseline, then score both the same way.
+    """Predict with the trained model (transformers; vLLM's CPU build once) and the keyword baseline, then score.
 
     Template level uses the template test split; session level predicts the unique templates of the test
     windows (`test_templates.json` beside the sessions), so no window is dropped for a missing prediction.
     """
     predictions, evaluation = out / "predictions", out / "evaluation"
+    trained = ["--model", str(model), "--mode", "cot", "--max_new_tokens", CPU_TRAINING_KNOBS["MAX_RESPONSE_LENGTH"]]
     methods = {
-        "tiny": ["--model", str(model), "--mode", "cot", "--backend", "transformers", "--max_new_tokens", "32"],
+        "grpo": [*trained, "--backend", "transformers"],
+        "grpo-vllm": [*trained, "--backend", "vllm", "--max_model_len", "1024", "--dtype", "float32"],
         "rules": ["--backend", "rules"],
     }
     levels = {
@@ -159,6 +196,8 @@ def prediction_steps(out: Path, testset: Path, sessions: Path, model: Path) -> l
     steps = []
     for method, options in methods.items():
         for name, (items, extra) in levels.items():
+            if method == "grpo-vllm" and name != VLLM_CPU_TESTSET:
+                continue
             predicted = predictions / f"{name}_by_{method}.json"
             steps.append(Step(f"predict_{name}_{method}", [
                 PYTHON, "validation/model_predict.py", "--testset", str(items), *options, "--output", str(predicted),
@@ -222,44 +261,99 @@ def metrics_table(out: Path) -> list[str]:
     return rows
 
 
+def _series(path: Path | None, key: str) -> dict[int, float]:
+    """step -> value of one metric in a verl JSON-lines log (empty when the log or the metric is absent)."""
+    if path is None:
+        return {}
+    from rationanomaly.watch.parse import parse_file
+
+    steps, values = parse_file(path).series(key)
+    return dict(zip(steps, values, strict=True))
+
+
+def newest(folder: Path, pattern: str) -> Path | None:
+    """The newest file matching `pattern` in `folder` (verl's file logger names carry a time stamp)."""
+    files = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime)
+    return files[-1] if files else None
+
+
+GRPO_COLUMNS = (  # (heading, metric, format) of the per-step table
+    ("reward", "critic/score/mean", "{:8.3f}"),
+    ("format", "reward_components/format/mean", "{:7.3f}"),
+    ("answer", "reward_components/answer/mean", "{:7.3f}"),
+    ("think", "reward_components/think/mean", "{:7.3f}"),
+    ("kl_loss", "actor/kl_loss", "{:9.2e}"),
+    ("pg_loss", "actor/pg_loss", "{:9.2e}"),
+    ("probs_diff", "training/rollout_probs_diff_max", "{:10.1e}"),
+    ("step_s", "timing_s/step", "{:7.1f}"),
+)
+
+
+def training_lines(out: Path) -> list[str]:
+    """What the real CPU training logged: the SFT loss, then GRPO's reward, components, KL and time per step."""
+    targets = out / "targets"
+    sft_log = newest(targets / "RationAnomaly-SFT", "*.jsonl")
+    grpo_log = newest(targets / "RationAnomaly", "*.jsonl")
+    lines = []
+    sft_loss = _series(sft_log, "train/loss")
+    if sft_loss:
+        first, last = min(sft_loss), max(sft_loss)
+        lines.append(f"CoT-SFT     verl sft_trainer, LoRA: {len(sft_loss)} steps, loss {sft_loss[first]:.3f} -> "
+                     f"{sft_loss[last]:.3f}; adapter merged into models/RationAnomaly-SFT")
+    columns = {heading: (_series(grpo_log, key), fmt) for heading, key, fmt in GRPO_COLUMNS}
+    steps = sorted(columns["reward"][0])
+    if steps:
+        lines.append(f"GRPO        verl main_ppo, vLLM CPU rollout, reward with the perplexity term: {len(steps)} "
+                     "steps, checkpoint exported to models/RationAnomaly")
+        lines.append("  step " + " ".join(f"{heading:>{len(fmt.format(0.0))}}" for heading, (_, fmt) in
+                                          columns.items()))
+        for step in steps:
+            cells = []
+            for series, fmt in columns.values():
+                width = len(fmt.format(0.0))
+                cells.append(fmt.format(series[step]) if step in series else f"{'-':>{width}}")
+            lines.append(f"  {step:4d} " + " ".join(cells))
+    return lines
+
+
 def watch_lines(out: Path) -> list[str]:
-    """The monitoring summary of the sample training log and where its plots are."""
+    """The monitoring summary of the real training logs and where its plots are."""
     summary = read_json(out / "watch" / "summary.json")
     if not summary:
         return []
-    return [
-        f"sample run  step {summary['last_step']}/{summary['total_steps']}, reward {summary['reward_mean_last']:.3f} "
-        f"(smoothed {summary['reward_mean_smoothed_last']:.3f}), {summary['seconds_per_step']:.0f} s/step, "
-        f"{summary['eta']} left",
-        "plots       " + ", ".join(sorted(p.name for p in (out / "watch").glob("*.png"))),
-    ]
+    lines = []
+    for run in summary.get("runs", []):
+        check = run.get("component_sum_check") or {}
+        agreement = ("components add up to the reward at every step" if check.get("ok")
+                     else "no per-step components" if not check else f"components off at {check.get('steps_off')}")
+        lines.append(f"watch       {run['name']}: {run['status']}, step {run['last_step']}/{run['total_steps']}; "
+                     f"{agreement}")
+    lines.append("plots       " + ", ".join(sorted(p.name for p in (out / "watch").glob("*.png"))))
+    return lines
 
 
 def summary_text(out: Path, results: Sequence[StepResult]) -> str:
     """The one-screen summary printed at the end of the demo and saved as summary.txt."""
     total = sum(r.seconds for r in results)
+    seconds = {r.name: r.seconds for r in results}
     sections = [
         f"RationAnomaly demo: {len(results)} steps in {total:.0f} s, all ok. Run directory: {out}",
         "",
         *data_lines(out),
         "",
-        "training    dry runs of STAGE=all (SFT + GRPO) passed: verl config composed and validated, "
-        "parquet read by verl",
-        *(read_text_lines(out / "reward" / "summary.txt")),
-        "            (perplexity from a random tiny GPT-2 stand-in, hence strongly negative)",
+        f"training    real verl training on the CPU in {seconds.get('train_sft_grpo_cpu', 0):.0f} s "
+        "(DEVICE=cpu STAGE=all bash model_train.sh)",
+        *training_lines(out),
+        "            (the perplexity term comes from a random tiny GPT-2 standing in for DistilGPT-2)",
         "",
         *metrics_table(out),
-        "(the tiny model is random: its scores show the harness runs, not what the method achieves)",
+        "(a tiny model trained for a few steps on the sample: these scores show the pipeline runs end to end, "
+        "not what the method achieves)",
         "",
         *watch_lines(out),
         f"logs        {out / 'logs'}",
     ]
     return "\n".join(sections) + "\n"
-
-
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a text file the run wrote, or nothing when it is absent."""
-    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,11 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {result.name:<28} {status:<12} {result.seconds:6.1f} s", flush=True)  # noqa: T201
 
     print(f"RationAnomaly demo -> {out}", flush=True)  # noqa: T201
+    ray_tmpdir = Path(tempfile.mkdtemp(prefix="ray_demo_", dir="/tmp"))  # Ray's socket paths must stay short
     try:
-        results = run_steps(demo_steps(out), out / "logs", on_done=report)
+        results = run_steps(demo_steps(out, ray_tmpdir), out / "logs", on_done=report)
     except StepFailed as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
         return 1
+    finally:
+        shutil.rmtree(ray_tmpdir, ignore_errors=True)
     summary = {"out": str(out), "steps": [{"name": r.name, "seconds": round(r.seconds, 2)} for r in results]}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     text = summary_text(out, results)

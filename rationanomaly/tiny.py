@@ -6,10 +6,9 @@ byte-level BPE trained in well under a second on a few log lines, so any text ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
-
-import logging
 
 from rationanomaly.labels import TAGS
 

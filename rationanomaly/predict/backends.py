@@ -167,6 +167,10 @@ class VLLMBackend:
                  gpu_memory_utilization: float = 0.9, dtype: str = "auto", trust_remote_code: bool = False):
         # Reference: forked tensor-parallel workers break once CUDA is initialised in the parent; spawn is safe.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        if not cuda_available():
+            # vLLM's CPU build reserves gpu_memory_utilization x RAM (0.9 by default) and refuses to start when
+            # that much is not free; a fixed KV cache (GiB) sidesteps the check and suits a small CPU model.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         vllm = import_optional("vllm", "install the GPU stack with `pip install -r requirements.txt` "
                                        "or pick --backend transformers")
         self.vllm = vllm

@@ -82,7 +82,6 @@ def as_rows(field: object) -> list:
 def _register_trainer(trainer_sync) -> None:
     """Define and register the subclass once verl's sync trainer module exists (it imports Ray, TransferQueue)."""
     from omegaconf import open_dict
-
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
     if TRAINER_MODE in TRAINER_REGISTRY:
