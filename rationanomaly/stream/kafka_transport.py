@@ -1,0 +1,168 @@
+"""Kafka transport (confluent-kafka): consume, produce verdicts, flush, then commit.
+
+Delivery: offsets are committed by hand, only after the verdicts of every earlier message of the partition were
+produced and acknowledged by the broker (flush). A worker killed in between leaves them uncommitted, so the next
+worker of the group consumes them again: at-least-once, with duplicates limited to the messages produced after
+the last commit (at most one batch plus the held lines of new templates). Every verdict's Kafka key is its
+idempotent key (`src:seq`), so a compacted topic or a consumer keeps one per line.
+
+Input messages: the value is the raw line; the key, if any, names the log (`src`); headers `seq` and `t` as
+for Redis (events.py). Without a `seq` header the partition offset numbers the lines, so windows still work
+for a single-partition topic. Windows are kept in this worker's memory (engine.MemoryWindows): unlike the Redis
+transport's, a window open when the worker stops is not finished by its successor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rationanomaly.stream.engine import MemoryWindows
+from rationanomaly.stream.events import SENT, SEQ, Event, LineVerdict, decode_event, now_ns
+from rationanomaly.stream.parser import StreamDependencyError
+from rationanomaly.stream.redis_transport import INPUT_STREAM, LINES_STREAM, WINDOWS_STREAM, BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+GROUP = "rationanomaly"
+FLUSH_S = 30.0  # ours: how long a batch's verdicts may take to reach the broker before the worker gives up
+# ours: low latency over throughput (the LogNEO setting is a latency target)
+PRODUCER_SETTINGS = {"linger.ms": 1, "enable.idempotence": True, "acks": "all"}
+CONSUMER_SETTINGS = {"enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 2}
+
+
+def import_kafka() -> Any:
+    """The confluent_kafka package, or a clear error saying how to install it."""
+    try:
+        import confluent_kafka
+    except ImportError as error:
+        raise StreamDependencyError(
+            f"confluent-kafka is missing ({error}); run `make install-stream` or `pip install -e .[stream]`"
+        ) from error
+    return confluent_kafka
+
+
+class KafkaTransport:
+    """Manual commits after produce + flush; commit points never pass a message whose verdict is not out."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        input_topic: str = INPUT_STREAM,
+        lines_topic: str = LINES_STREAM,
+        windows_topic: str = WINDOWS_STREAM,
+        group: str = GROUP,
+        window: int = 100,
+        flush_s: float = FLUSH_S,
+        extra: dict | None = None,
+        max_line_chars: int | None = None,
+    ):
+        kafka = import_kafka()
+        self.kafka = kafka
+        common = {"bootstrap.servers": bootstrap_servers, **(extra or {})}
+        self.consumer = kafka.Consumer({**common, **CONSUMER_SETTINGS, "group.id": group})
+        self.producer = kafka.Producer({**common, **PRODUCER_SETTINGS})
+        self.consumer.subscribe([input_topic])
+        self.input_topic, self.lines_topic, self.windows_topic = input_topic, lines_topic, windows_topic
+        self.flush_s = flush_s
+        self.windows = MemoryWindows(window)
+        self.windows_finished = 0
+        self.decode_options = {} if max_line_chars is None else {"max_chars": max_line_chars}
+        self.outstanding: dict[tuple[str, int], set[int]] = {}  # partition -> offsets read, verdict not out
+        self.read_up_to: dict[tuple[str, int], int] = {}  # partition -> next offset after the last one read
+        self._failed: list[str] = []
+
+    def read(self, count: int, block_s: float) -> list[Event]:
+        """Up to `count` messages (waits at most `block_s`); broker errors are logged, not raised."""
+        events = []
+        for message in self.consumer.consume(num_messages=count, timeout=block_s):
+            if message.error():
+                logger.warning("Kafka consumer: %s", message.error())
+                continue
+            partition = (message.topic(), message.partition())
+            offset = message.offset()
+            self.outstanding.setdefault(partition, set()).add(offset)
+            self.read_up_to[partition] = max(self.read_up_to.get(partition, 0), offset + 1)
+            fields = {k: v for k, v in (message.headers() or []) if k in (SEQ, SENT)}
+            fields["line"] = message.value()
+            key = message.key()
+            if key:
+                fields["src"] = key
+            events.append(
+                decode_event(
+                    f"{partition[0]}:{partition[1]}:{offset}",
+                    fields,
+                    default_source=f"{partition[0]}.{partition[1]}",
+                    default_seq=offset,
+                    **self.decode_options,
+                )
+            )
+        return events
+
+    def publish(self, verdicts: Sequence[LineVerdict], snapshot: dict | None = None) -> None:
+        """Produce line and window verdicts, wait until the broker has them all, then commit what is complete."""
+        if not verdicts:
+            return
+        stamp = now_ns()
+        for verdict in verdicts:
+            self._produce(self.lines_topic, verdict.event.key, verdict.fields(stamp))
+        for window in self.windows.add(verdicts):
+            self._produce(self.windows_topic, window.key, window.fields(stamp))
+            self.windows_finished += 1
+        self._flush()
+        for verdict in verdicts:
+            topic, partition, offset = verdict.event.id.rsplit(":", 2)
+            self.outstanding[(topic, int(partition))].discard(int(offset))
+        self._commit()
+
+    def _produce(self, topic: str, key: str, fields: dict) -> None:
+        """Queue one JSON message; a full local queue is drained by polling (bounded by flush_s)."""
+        payload = json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        deadline = time.monotonic() + self.flush_s
+        while True:
+            try:
+                self.producer.produce(topic, payload, key.encode("utf-8"), on_delivery=self._delivered)
+                return
+            except BufferError as error:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"Kafka producer queue full for {self.flush_s:g} s ({error}); is the broker reachable?"
+                    ) from error
+                self.producer.poll(0.05)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        """Delivery report: remember failures so the batch is not committed."""
+        if error is not None:
+            self._failed.append(str(error))
+
+    def _flush(self) -> None:
+        """Wait for every produced message's delivery report; fail without committing if any is missing."""
+        remaining = self.producer.flush(self.flush_s)
+        if remaining or self._failed:
+            failures, self._failed = self._failed[:3], []
+            raise BrokerUnavailable(
+                f"Kafka did not take {remaining} verdicts within {self.flush_s:g} s "
+                f"(errors: {failures}); nothing of this batch was committed, a restarted "
+                "worker consumes it again"
+            )
+
+    def _commit(self) -> None:
+        """Commit, per partition, up to the first message whose verdict is not out yet (synchronously)."""
+        offsets = []
+        for (topic, partition), waiting in self.outstanding.items():
+            upto = min(waiting) if waiting else self.read_up_to[(topic, partition)]
+            offsets.append(self.kafka.TopicPartition(topic, partition, upto))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def load_snapshot(self) -> dict | None:
+        """Kafka keeps no Drain snapshot (pass --redis_url to keep one in Redis)."""
+        return None
+
+    def close(self) -> None:
+        """Leave the consumer group cleanly (a rebalance hands the partitions on at once)."""
+        self.producer.flush(self.flush_s)
+        self.consumer.close()
