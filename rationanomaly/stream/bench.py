@@ -229,37 +229,45 @@ def count_redis_verdicts(url: str) -> int:
     return int(connect(url).xlen(LINES_STREAM))
 
 
-def read_kafka_verdicts(bootstrap: str, source: str, expected: int, timeout_s: float = DRAIN_TIMEOUT_S) -> Verdicts:
-    """Consume the verdict topic from the start until `expected` verdicts of `source` arrived or time is up."""
+def read_kafka_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = DRAIN_TIMEOUT_S, source: str | None = None
+) -> list[dict]:
+    """JSON messages of `topic` from its start (only `source`'s when given), until `expected` arrived or time is up.
+
+    The reader is assigned the partitions rather than subscribed: a group join costs seconds, and it commits nothing.
+    """
     import json
 
     from rationanomaly.stream.kafka_transport import import_kafka
 
     kafka = import_kafka()
     consumer = kafka.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-reader-{os.getpid()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{os.getpid()}", "enable.auto.commit": False}
     )
-    consumer.subscribe([LINES_STREAM])
-    keys, latencies, paths = [], [], []
+    records: list[dict] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(keys) < expected and time.monotonic() < deadline:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([kafka.TopicPartition(topic, p, kafka.OFFSET_BEGINNING) for p in metadata.partitions])
+        while len(records) < expected and time.monotonic() < deadline:
             for message in consumer.consume(num_messages=10_000, timeout=0.5):
-                if message.error():
-                    continue
-                fields = json.loads(message.value())
-                if fields["src"] == source:
-                    keys.append(fields["key"])
-                    latencies.append((fields["tp"] - fields["t"]) / 1e6)
-                    paths.append(fields["path"])
+                if not message.error():
+                    fields = json.loads(message.value())
+                    if source is None or fields["src"] == source:
+                        records.append(fields)
     finally:
         consumer.close()
-    return Verdicts(keys, np.asarray(latencies, dtype=float), paths)
+    return records
+
+
+def read_kafka_verdicts(bootstrap: str, source: str, expected: int, timeout_s: float = DRAIN_TIMEOUT_S) -> Verdicts:
+    """The verdicts of `source` in the lines topic (see read_kafka_topic)."""
+    records = read_kafka_topic(bootstrap, LINES_STREAM, expected, timeout_s, source)
+    return Verdicts(
+        [r["key"] for r in records],
+        np.asarray([(r["tp"] - r["t"]) / 1e6 for r in records], dtype=float),
+        [r["path"] for r in records],
+    )
 
 
 def kafka_mock_cluster() -> tuple[Any, str]:

@@ -75,6 +75,11 @@ class KafkaTransport:
         self.read_up_to: dict[tuple[str, int], int] = {}  # partition -> next offset after the last one read
         self._failed: list[str] = []
 
+    @property
+    def ready(self) -> bool:
+        """True once the group has assigned partitions (joining takes seconds: not idleness)."""
+        return bool(self.consumer.assignment())
+
     def read(self, count: int, block_s: float) -> list[Event]:
         """Up to `count` messages (waits at most `block_s`); broker errors are logged, not raised."""
         events = []

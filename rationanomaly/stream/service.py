@@ -121,14 +121,20 @@ def run_worker(
 ) -> RunStats:
     """Serve until stopped (signal, time, idleness or line budget); returns what was done."""
     stats = RunStats()
-    started = last_input = time.monotonic()
+    started = time.monotonic()
+    quiet_since = None  # when reads started coming back empty (idleness is measured from there)
     saved_changes, last_save = engine.parser.changes, 0.0
     while not stop.event.is_set():
         now = time.monotonic()
         if max_seconds is not None and now - started >= max_seconds:
             stop.set("max_seconds")
             break
-        if idle_exit_s is not None and now - last_input >= idle_exit_s and not engine.held_lines:
+        if (
+            idle_exit_s is not None
+            and quiet_since is not None
+            and now - quiet_since >= idle_exit_s
+            and not engine.held_lines
+        ):
             stop.set("idle")
             break
         if max_lines is not None and stats.lines_in >= max_lines and not engine.held_lines:
@@ -137,8 +143,10 @@ def run_worker(
         room = read_batch if max_lines is None else min(read_batch, max_lines - stats.lines_in)
         events = transport.read(room, block_s) if engine.held_lines < max_held and room > 0 else []
         if events:
-            last_input = now
+            quiet_since = None
             stats.lines_in += len(events)
+        elif quiet_since is None and getattr(transport, "ready", True):
+            quiet_since = time.monotonic()
         ready = engine.submit(events)
         ready += engine.collect(timeout=block_s if not events and engine.held_lines else 0.0)
         snapshot = None
