@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--bootstrap_servers", default="127.0.0.1:9092", help="Kafka brokers (kafka transport)")
         sub.add_argument("--input_stream", default=INPUT_STREAM, help="input stream / topic")
+        sub.add_argument(
+            "--kafka_option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="librdkafka setting for the Kafka clients, e.g. session.timeout.ms=6000 (repeatable)",
+        )
 
     serve = commands.add_parser("serve", help="run the detection worker")
     broker(serve)
@@ -142,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def kafka_options(pairs: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` flags as a librdkafka settings dict."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--kafka_option {pair!r}: write KEY=VALUE, e.g. session.timeout.ms=6000")
+        options[key.strip()] = value.strip()
+    return options
+
+
 def serve(args: argparse.Namespace) -> int:
     """Build the transport, parser, detector and engine, then run until stopped; print one summary line."""
     from rationanomaly.io import write_json_atomic
@@ -168,7 +186,12 @@ def serve(args: argparse.Namespace) -> int:
         from rationanomaly.stream.kafka_transport import KafkaTransport
 
         transport = KafkaTransport(
-            args.bootstrap_servers, args.input_stream, args.lines_stream, args.windows_stream, window=args.window
+            args.bootstrap_servers,
+            args.input_stream,
+            args.lines_stream,
+            args.windows_stream,
+            window=args.window,
+            extra=kafka_options(args.kafka_option),
         )
     parser = restore_parser(transport, args.snapshot_file, {"sim_th": args.sim_th, "log_format": args.log_format})
     detector = make_template_detector(
@@ -222,7 +245,7 @@ def replay(args: argparse.Namespace) -> int:
     if args.transport == "redis":
         sender = RedisSender(connect(args.redis_url or DEFAULT_URL, timeout_s=30), args.input_stream)
     else:
-        sender = KafkaSender(args.bootstrap_servers, args.input_stream)
+        sender = KafkaSender(args.bootstrap_servers, args.input_stream, kafka_options(args.kafka_option))
     source = args.source or args.file.stem
     result = feed(sender.send, lines, source, args.rate, progress=sys.stderr.isatty())
     sender.close()

@@ -1,15 +1,16 @@
 """Kafka transport (confluent-kafka): consume, produce verdicts, flush, then commit.
 
 Delivery: offsets are committed by hand, only after the verdicts of every earlier message of the partition were
-produced and acknowledged by the broker (flush). A worker killed in between leaves them uncommitted, so the next
-worker of the group consumes them again: at-least-once, with duplicates limited to the messages produced after
-the last commit (at most one batch plus the held lines of new templates). Every verdict's Kafka key is its
-idempotent key (`src:seq`), so a compacted topic or a consumer keeps one per line.
+produced and acknowledged by the broker (flush), and never past the first line of a window that is still open. A
+worker killed in between leaves them uncommitted, so the next worker of the group consumes them again and
+rebuilds the open windows: at-least-once, with duplicates limited to the lines after the commit point (one batch,
+the lines held for the model, and the lines of the windows open at that moment: about one window per log). Every
+verdict's Kafka key is its idempotent key (`src:seq`), so a compacted topic or a consumer keeps one per line.
 
 Input messages: the value is the raw line; the key, if any, names the log (`src`); headers `seq` and `t` as
 for Redis (events.py). Without a `seq` header the partition offset numbers the lines, so windows still work
-for a single-partition topic. Windows are kept in this worker's memory (engine.MemoryWindows): unlike the Redis
-transport's, a window open when the worker stops is not finished by its successor.
+for a single-partition topic. Window state is in this worker's memory (engine.MemoryWindows); the commit rule
+above is what makes it survive a restart.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ FLUSH_S = 30.0  # ours: how long a batch's verdicts may take to reach the broker
 # ours: low latency over throughput (the LogNEO setting is a latency target)
 PRODUCER_SETTINGS = {"linger.ms": 1, "enable.idempotence": True, "acks": "all"}
 CONSUMER_SETTINGS = {"enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 2}
+
+
+def _position(event_id: str) -> tuple[tuple[str, int], int]:
+    """((topic, partition), offset) from an event id `topic:partition:offset`."""
+    topic, partition, offset = event_id.rsplit(":", 2)
+    return (topic, int(partition)), int(offset)
 
 
 def import_kafka() -> Any:
@@ -73,6 +80,7 @@ class KafkaTransport:
         self.decode_options = {} if max_line_chars is None else {"max_chars": max_line_chars}
         self.outstanding: dict[tuple[str, int], set[int]] = {}  # partition -> offsets read, verdict not out
         self.read_up_to: dict[tuple[str, int], int] = {}  # partition -> next offset after the last one read
+        self.window_start: dict[tuple[str, int], tuple[tuple[str, int], int]] = {}  # window -> (partition, offset)
         self._failed: list[str] = []
 
     @property
@@ -114,14 +122,29 @@ class KafkaTransport:
         stamp = now_ns()
         for verdict in verdicts:
             self._produce(self.lines_topic, verdict.event.key, verdict.fields(stamp))
+            self._note_window_line(verdict)
         for window in self.windows.add(verdicts):
             self._produce(self.windows_topic, window.key, window.fields(stamp))
             self.windows_finished += 1
+            self.window_start.pop((window.source, window.window), None)
         self._flush()
         for verdict in verdicts:
-            topic, partition, offset = verdict.event.id.rsplit(":", 2)
-            self.outstanding[(topic, int(partition))].discard(int(offset))
+            partition, offset = _position(verdict.event.id)
+            self.outstanding[partition].discard(offset)
         self._commit()
+
+    def _note_window_line(self, verdict: LineVerdict) -> None:
+        """Remember the earliest offset of each open window: commits stay behind it (see _commit)."""
+        seq = verdict.event.seq
+        if seq is None or seq < 0:
+            return
+        window = (verdict.event.source, seq // self.windows.size)
+        if window in self.windows.done:
+            return
+        partition, offset = _position(verdict.event.id)
+        known = self.window_start.get(window)
+        if known is None or (known[0] == partition and offset < known[1]):
+            self.window_start[window] = (partition, offset)
 
     def _produce(self, topic: str, key: str, fields: dict) -> None:
         """Queue one JSON message; a full local queue is drained by polling (bounded by flush_s)."""
@@ -155,11 +178,15 @@ class KafkaTransport:
             )
 
     def _commit(self) -> None:
-        """Commit, per partition, up to the first message whose verdict is not out yet (synchronously)."""
+        """Commit, per partition, up to the first message whose verdict is not out yet, and never past the first
+        line of a window still open, so that a successor rebuilds that window instead of losing it (synchronous).
+        """
         offsets = []
-        for (topic, partition), waiting in self.outstanding.items():
-            upto = min(waiting) if waiting else self.read_up_to[(topic, partition)]
-            offsets.append(self.kafka.TopicPartition(topic, partition, upto))
+        for partition, waiting in self.outstanding.items():
+            upto = min(waiting) if waiting else self.read_up_to[partition]
+            starts = [offset for (p, offset) in self.window_start.values() if p == partition]
+            upto = min([upto, *starts])
+            offsets.append(self.kafka.TopicPartition(partition[0], partition[1], upto))
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
 
