@@ -225,3 +225,20 @@ def test_bench_first_seen_lines_wait_for_the_fake_model(tmp_path):
     assert (record["events"], record["lost"], record["duplicates"]) == (2000, 0, 0)
     assert record["first_seen_events"] == 20
     assert record["first_seen_p50_ms"] >= 20  # a new template's line waits at least one model call
+
+
+def test_demo_replays_the_sample_and_matches_the_offline_verdicts(tmp_path):
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rationanomaly.stream.demo", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 2,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["lines"], summary["verdicts"], summary["windows"]) == (1500, 1500, 15)
+    assert summary["matches_offline"] is True and summary["worker_exit_status"] == 0
+    assert "same verdicts as the offline computation: yes" in done.stdout
+    assert (tmp_path / "latency.png").stat().st_size > 0

@@ -137,6 +137,21 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, message: str, ev
         time.sleep(every_s)
 
 
+def wait_for_consumer(url: str, consumer: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until a worker has joined the consumer group (its imports take a second; a feed must not start first)."""
+    from rationanomaly.stream.redis_transport import GROUP
+
+    client = connect(url)
+
+    def joined() -> bool:
+        try:
+            return any(c["name"].decode() == consumer for c in client.xinfo_consumers(INPUT_STREAM, GROUP))
+        except Exception:  # no stream or group yet
+            return False
+
+    wait_until(joined, timeout_s, f"worker {consumer!r} did not join the consumer group within {timeout_s:g} s")
+
+
 def novel_line(index: int, rng: random.Random) -> bytes:
     """A line whose template no log holds: random letter words (no digits, so Drain keeps them), 5-40 tokens.
 
@@ -185,6 +200,33 @@ def latency_summary(latencies_ms: np.ndarray, prefix: str = "") -> dict:
     result = {f"{prefix}{k}": round(float(v), 3) for k, v in zip(PERCENTILES, values, strict=True)}
     result[f"{prefix}max_ms"] = round(float(latencies_ms.max()), 3)
     return result
+
+
+def plot_latency(latencies_ms: np.ndarray, path: Path, title: str, target_ms: float = LATENCY_TARGET_MS) -> Path:
+    """A latency CDF (log x) with the 45 ms target marked: the tail is where the story is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rationanomaly.io import atomic_path
+
+    values = np.sort(np.asarray(latencies_ms, dtype=float))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    if len(values):
+        axes.plot(np.maximum(values, 1e-3), np.arange(1, len(values) + 1) / len(values), color="tab:blue")
+    axes.axvline(target_ms, color="tab:red", linestyle="--", label=f"{target_ms:g} ms (LogNEO's claim, GPU)")
+    axes.set_xscale("log")
+    axes.set_xlabel("latency, ms (verdict publish - intended send)")
+    axes.set_ylabel("fraction of lines")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return Path(path)
 
 
 def machine_info() -> dict:
@@ -309,7 +351,7 @@ def run_bench(config: BenchConfig, workdir: Path | None = None) -> dict:
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         if config.transport == "redis":
             url = stack.enter_context(redis_server(folder))
-            worker_args = ["--transport", "redis", "--redis_url", url, "--consumer", "bench"]
+            worker_args = ["--transport", "redis", "--redis_url", url, "--consumer", BENCH_SOURCE]
             sender = RedisSender(connect(url, timeout_s=30), INPUT_STREAM)
         elif config.transport == "kafka":
             holder, bootstrap = kafka_mock_cluster()
@@ -326,6 +368,8 @@ def run_bench(config: BenchConfig, workdir: Path | None = None) -> dict:
         worker = start_worker([*worker_args, *detector], folder / "worker.log")
         exit_status = None
         try:
+            if config.transport == "redis":
+                wait_for_consumer(url, BENCH_SOURCE)
             warm = feed(sender.send, config.corpus, WARMUP_SOURCE)
             if config.transport == "redis":
                 wait_until(
