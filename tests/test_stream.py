@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("drain3", reason="the stream service needs drain3: run `make install-stream`")
 fakeredis = pytest.importorskip("fakeredis", reason="unit tests need fakeredis: run `make install-stream`")
 
+import test_predict  # noqa: E402  (tests/ is on sys.path under pytest)
+
 from rationanomaly.baselines import keyword_label  # noqa: E402
 from rationanomaly.evaluate import UNKNOWN  # noqa: E402
 from rationanomaly.labels import ABNORMAL, NORMAL  # noqa: E402
@@ -27,6 +29,7 @@ from rationanomaly.stream.redis_transport import RedisTransport, RedisVerdicts  
 from rationanomaly.stream.service import StopFlag, run_worker  # noqa: E402
 
 SAMPLE_LOG = SAMPLE_DATA_DIR / "bgl_structured.csv"
+chat_server = test_predict.chat_server  # the stub OpenAI-compatible endpoint of the prediction tests
 
 
 def offline_verdicts(lines: list[bytes]) -> tuple[list[str], dict[int, str]]:
@@ -356,3 +359,43 @@ def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_pa
     run = serve_fake(client, CountingDetector())
     parser = restore_parser(run["transport"], None, {})
     assert parser.cluster_count == run["stats"].templates > 0
+
+
+def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
+    from rationanomaly.prompts import COT_SYSTEM_PROMPT, chat_messages
+
+    server, url = chat_server
+    detector = detectors.make_template_detector("openai", model="tiny", base_url=url, max_new_tokens=64)
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    lines = [
+        b"kernel panic in thread 4",
+        b"kernel panic in thread 9",
+        b"job 17 started",
+        b"kernel panic in thread 5",
+        b"kernel panic in thread 6",
+    ]
+    verdicts = drain_engine(engine, engine.submit(make_events(lines)))
+    engine.model.stop()
+    assert [v.verdict for v in sorted(verdicts, key=lambda v: v.event.seq)] == [
+        ABNORMAL,
+        ABNORMAL,
+        NORMAL,
+        ABNORMAL,
+        ABNORMAL,
+    ]
+    # one request per template (the first panic line's own, its generalisation, the job line), not per line
+    assert sorted(b["messages"][-1]["content"].split("\n\n")[-1] for b in server.bodies) == sorted(
+        {v.template for v in verdicts}
+    )
+    assert len(server.bodies) == 3
+    body = next(b for b in server.bodies if "<*>" in b["messages"][-1]["content"])
+    assert body["messages"] == chat_messages("kernel panic in thread <*>", COT_SYSTEM_PROMPT)
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.1, 0.7)
+
+
+@pytest.mark.slow
+def test_transformers_detector_answers_every_template_with_a_label(tiny_llama_dir):
+    detector = detectors.make_template_detector("transformers", model=str(tiny_llama_dir), max_new_tokens=8)
+    labels = detector.classify(["kernel panic in thread <*>", "job <*> started"])
+    assert len(labels) == 2 and set(labels) <= {NORMAL, ABNORMAL, UNKNOWN}  # a random tiny model: any label
+    assert detector.calls == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -270,6 +271,8 @@ def bench(args: argparse.Namespace) -> int:
     if not rates or any(r <= 0 for r in rates) or args.runs < 1 or args.seconds <= 0:
         raise ValueError("--rate, --runs and --seconds must be positive")
     corpus = tuple(read_lines(args.input))
+    # SIGTERM unwinds like Ctrl-C, so the bench's broker and worker are stopped by their `finally` blocks
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     sweep = []
     for rate in rates:
         config = BenchConfig(
@@ -294,6 +297,11 @@ def bench(args: argparse.Namespace) -> int:
         print(f"knee (lowest rate with p99 over {sweep[0]['latency_target_ms']:g} ms): {output['knee_rate']}")  # noqa: T201
     print(f"wrote {args.output_json}")  # noqa: T201
     return 0
+
+
+def _exit_on_signal(number: int, _frame: object) -> None:
+    """Turn a signal into SystemExit (exit status 128 + signal number, as a shell reports it)."""
+    raise SystemExit(128 + number)
 
 
 def _bench_line(record: dict) -> str:
