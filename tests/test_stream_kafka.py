@@ -38,17 +38,27 @@ def topics(name: str) -> dict[str, str]:
     return {"input": f"{name}.raw", "lines": f"{name}.verdicts", "windows": f"{name}.windows"}
 
 
-def start_serve(bootstrap: str, names: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
-    command = [
+def kafka_command(command: str, bootstrap: str, input_topic: str, *extra: str) -> list[str]:
+    """`python -m rationanomaly.stream COMMAND` on the Kafka transport of the mock cluster."""
+    return [
         sys.executable,
         "-m",
         "rationanomaly.stream",
-        "serve",
+        command,
+        *extra,
         "--transport",
         "kafka",
         "--bootstrap_servers",
         bootstrap,
         "--input_stream",
+        input_topic,
+    ]
+
+
+def start_serve(bootstrap: str, names: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
+    command = kafka_command(
+        "serve",
+        bootstrap,
         names["input"],
         "--lines_stream",
         names["lines"],
@@ -56,7 +66,7 @@ def start_serve(bootstrap: str, names: dict[str, str], log: Path, *extra: str) -
         names["windows"],
         *FAST_REJOIN,
         *extra,
-    ]
+    )
     return subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -70,21 +80,7 @@ def run_serve(bootstrap: str, names: dict[str, str], tmp_path: Path) -> dict:
 def test_kafka_replay_gives_one_verdict_per_line_and_offline_windows(bootstrap, tmp_path):
     names = topics("replay")
     replayed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rationanomaly.stream",
-            "replay",
-            str(SAMPLE_LOG),
-            "--transport",
-            "kafka",
-            "--bootstrap_servers",
-            bootstrap,
-            "--input_stream",
-            names["input"],
-            "--source",
-            "log",
-        ],
+        kafka_command("replay", bootstrap, names["input"], str(SAMPLE_LOG), "--source", "log"),
         capture_output=True,
         text=True,
         timeout=WAIT_S,
