@@ -28,15 +28,16 @@ RUNS = {
 }
 
 
-def run(out: Path, names: list[str]) -> None:
+def run(out: Path, names: list[str], knee_rates: str = KNEE_RATES) -> None:
     """Run the named measurements one after the other (each starts and stops its own broker and worker)."""
     for name in names:
+        arguments = [knee_rates if a == KNEE_RATES else a for a in RUNS[name]]
         command = [
             sys.executable,
             "-m",
             "rationanomaly.stream",
             "bench",
-            *RUNS[name],
+            *arguments,
             "--output_json",
             str(out / f"{name}.json"),
         ]
@@ -97,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", type=Path, default=Path("runs/stream"), help="folder for the JSON records")
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), default=list(RUNS), help="measurements to run")
+    parser.add_argument("--knee_rates", default=KNEE_RATES, help=f"rates of the sweep (default {KNEE_RATES})")
+    parser.add_argument("--knee_rates", default=KNEE_RATES, help=f"rates of the sweep (default {KNEE_RATES})")
     parser.add_argument("--table_only", action="store_true", help="print the table from existing records")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
-        run(args.out, args.only)
+        run(args.out, args.only, args.knee_rates)
     print(table(args.out))
     return 0
 

@@ -242,3 +242,18 @@ def test_demo_replays_the_sample_and_matches_the_offline_verdicts(tmp_path):
     assert summary["matches_offline"] is True and summary["worker_exit_status"] == 0
     assert "same verdicts as the offline computation: yes" in done.stdout
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_sigterm_while_redis_is_unreachable_stops_at_once_with_one_line(tmp_path):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    process = subprocess.Popen(
+        stream_cli("serve", "--redis_url", url, "--reconnect_seconds", "60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)  # importing and the first connection attempts
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=15)  # far below the 60 s reconnect budget
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith("error: stopped while Redis was unreachable")

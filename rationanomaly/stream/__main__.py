@@ -168,6 +168,8 @@ def serve(args: argparse.Namespace) -> int:
     from rationanomaly.stream.redis_transport import DEFAULT_URL, RedisTransport, RedisVerdicts, connect
     from rationanomaly.stream.service import StopFlag, build_engine, restore_parser, run_worker
 
+    stop = StopFlag()
+    stop.install_signal_handlers()  # before connecting: a SIGTERM during the first reconnect wait is clean too
     client = None
     if args.transport == "redis" or args.redis_url:
         client = connect(args.redis_url or DEFAULT_URL)
@@ -182,6 +184,7 @@ def serve(args: argparse.Namespace) -> int:
             claim_idle_ms=args.claim_idle_ms,
             reconnect_s=args.reconnect_seconds,
             maxlen=args.maxlen,
+            stopping=stop.event,
         )
     else:
         from rationanomaly.stream.kafka_transport import KafkaTransport
@@ -205,8 +208,6 @@ def serve(args: argparse.Namespace) -> int:
     )
     engine = build_engine(parser, detector, RedisVerdicts(client) if client is not None else None)
     engine.model.max_batch = args.max_batch
-    stop = StopFlag()
-    stop.install_signal_handlers()
     try:
         stats = run_worker(
             transport,

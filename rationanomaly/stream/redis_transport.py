@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -109,6 +110,7 @@ class RedisTransport:
         reconnect_s: float = RECONNECT_S,
         maxlen: int | None = None,
         max_line_chars: int | None = None,
+        stopping: threading.Event | None = None,
     ):
         self.redis = import_redis()
         self.client = client
@@ -121,6 +123,7 @@ class RedisTransport:
         self._own_cursor: str | None = "0"  # replay our own pending messages first, then new ones
         self._next_claim = 0.0
         self.windows_finished = 0
+        self.stopping = stopping or threading.Event()  # the worker's stop flag: reconnect waits end at once
         self._retrying(self._create_group)
 
     def _create_group(self) -> None:
@@ -144,9 +147,14 @@ class RedisTransport:
                         f"Redis unreachable for {self.reconnect_s:g} s ({error}); start it or "
                         "pass --redis_url; unacknowledged messages stay pending"
                     ) from error
+                if self.stopping.is_set():  # SIGTERM while the broker is away: leave now, nothing is lost
+                    raise BrokerUnavailable(
+                        f"stopped while Redis was unreachable ({error}); unacknowledged "
+                        "messages stay pending for the next worker"
+                    ) from error
                 if attempt == 1 or attempt % 10 == 0:
                     logger.warning("Redis unreachable (%s); retrying for up to %g s", error, self.reconnect_s)
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+                self.stopping.wait(min(0.1 * 2**attempt, 2.0))
             except self.redis.ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
