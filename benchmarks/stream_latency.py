@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/stream"), help="folder for the JSON records")
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), default=list(RUNS), help="measurements to run")
     parser.add_argument("--knee_rates", default=KNEE_RATES, help=f"rates of the sweep (default {KNEE_RATES})")
-    parser.add_argument("--knee_rates", default=KNEE_RATES, help=f"rates of the sweep (default {KNEE_RATES})")
     parser.add_argument("--table_only", action="store_true", help="print the table from existing records")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
