@@ -115,6 +115,7 @@ def test_worker_killed_mid_stream_and_restarted_loses_no_verdict(url, tmp_path):
     run_serve(url, tmp_path)
     keys = [v["key"] for v in entries(url, "logs.verdicts")]
     assert set(keys) == {f"log:{i}" for i in range(total)}  # nothing lost
+    print(f"Redis restart: killed after {published_before} of {total}, {len(keys) - len(set(keys))} duplicates")
     assert len(keys) - len(set(keys)) <= 200  # at-least-once: at most one unacknowledged batch again (ack is
     # in the publish transaction, so in practice none)
     windows = [w["key"] for w in entries(url, "sessions.verdicts")]
