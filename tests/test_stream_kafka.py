@@ -94,6 +94,8 @@ def test_kafka_replay_gives_one_verdict_per_line_and_offline_windows(bootstrap, 
     assert [v["verdict"] for v in sorted(verdicts, key=lambda v: v["seq"])] == labels
     got = read_kafka_topic(bootstrap, names["windows"], len(windows), timeout_s=30)
     assert {w["window"]: w["verdict"] for w in got} == windows and len(got) == len(windows)
+    by_seq = {v["seq"]: v["tkey"] for v in verdicts}
+    assert all(w["tkeys"].split(",") == [by_seq[w["window"] * 100 + i] for i in range(100)] for w in got)
     assert stats["templates_asked"] == len({v["tkey"] for v in verdicts})
 
 

@@ -20,7 +20,15 @@ from rationanomaly.evaluate import UNKNOWN
 from rationanomaly.labels import ABNORMAL, NORMAL
 from rationanomaly.sessions import DEFAULT_WINDOW
 from rationanomaly.stream.detectors import TemplateDetector
-from rationanomaly.stream.events import NOTE_EMPTY, NOTE_MISSING, Event, InputReport, LineVerdict, WindowVerdict
+from rationanomaly.stream.events import (
+    NO_TEMPLATE,
+    NOTE_EMPTY,
+    NOTE_MISSING,
+    Event,
+    InputReport,
+    LineVerdict,
+    WindowVerdict,
+)
 from rationanomaly.stream.parser import TemplateParser
 
 logger = logging.getLogger(__name__)
@@ -203,7 +211,7 @@ class MemoryWindows:
 
     def __init__(self, size: int = DEFAULT_WINDOW, remember: int = REMEMBER_WINDOWS):
         self.size = size
-        self.open: dict[tuple[str, int], dict[int, str]] = {}
+        self.open: dict[tuple[str, int], dict[int, tuple[str, str]]] = {}  # window -> seq -> (label, key)
         self.done: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.remember = remember
 
@@ -218,13 +226,20 @@ class MemoryWindows:
             if window in self.done:
                 continue
             lines = self.open.setdefault(window, {})
-            lines[seq] = verdict.verdict
+            lines[seq] = (verdict.verdict, verdict.template_key or NO_TEMPLATE)
             if len(lines) == self.size:
                 del self.open[window]
                 self.done[window] = None
                 if len(self.done) > self.remember:
                     self.done.popitem(last=False)
+                ordered = [lines[s] for s in sorted(lines)]
                 finished.append(
-                    WindowVerdict(window[0], window[1], self.size, sum(v == ABNORMAL for v in lines.values()))
+                    WindowVerdict(
+                        window[0],
+                        window[1],
+                        self.size,
+                        sum(label == ABNORMAL for label, _ in ordered),
+                        tuple(key for _, key in ordered),
+                    )
                 )
         return finished

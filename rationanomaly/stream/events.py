@@ -24,6 +24,7 @@ DEFAULT_SOURCE = "default"
 MAX_LINE_CHARS = 8192  # ours: longer lines are cut; Drain's cost and template size grow with the token count
 BINARY_SHARE = 0.1  # ours: a line with more than 10% undecodable or control characters is reported as binary
 LINE, SOURCE, SEQ, SENT = "line", "src", "seq", "t"
+NO_TEMPLATE = "-"  # the template key of a line that was not parsed (empty, or no line field)
 
 # Notes a verdict can carry about its input (empty when the line was fine).
 NOTE_EMPTY, NOTE_BINARY, NOTE_TRUNCATED, NOTE_MISSING = "empty", "binary", "truncated", "no line field"
@@ -82,6 +83,7 @@ class WindowVerdict:
     window: int
     lines: int
     abnormal_lines: int
+    template_keys: tuple[str, ...] = ()  # in line order: the sequence a window (next-key) detector scores
 
     @property
     def verdict(self) -> str:
@@ -102,6 +104,7 @@ class WindowVerdict:
             "lines": self.lines,
             "abnormal_lines": self.abnormal_lines,
             "verdict": self.verdict,
+            "tkeys": ",".join(self.template_keys),
             "tp": published_ns,
         }
 

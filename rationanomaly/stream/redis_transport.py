@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from rationanomaly.stream.events import Event, LineVerdict, decode_event, now_ns
+from rationanomaly.stream.events import NO_TEMPLATE, Event, LineVerdict, decode_event, now_ns
 from rationanomaly.stream.parser import StreamDependencyError
 
 logger = logging.getLogger(__name__)
@@ -35,23 +35,31 @@ CLAIM_IDLE_MS = 30_000  # ours: a message pending this long belongs to a dead wo
 RECONNECT_S = 60.0  # ours: how long a worker waits for Redis to come back before it exits
 DONE_TTL_S = 86_400  # a finished window's marker outlives any redelivery of its lines
 
-# Per line: record its verdict in its window's hash unless the window is finished; when the hash is full, publish
-# the window verdict, drop the hash and mark the window done (so a late redelivery cannot reopen it).
+# Per line: record its verdict and template key in its window's hash unless the window is finished; when the hash
+# is full, publish the window verdict with the template keys in line order (what a window detector scores), drop
+# the hash and mark the window done (so a late redelivery cannot reopen it).
 WINDOW_SCRIPT = """
 local size, prefix, now, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local finished = 0
-for i = 5, #ARGV, 4 do
-  local src, window, seq, verdict = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 5, #ARGV, 5 do
+  local src, window, seq, verdict, tkey = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hash = prefix .. src .. ':' .. window
   if redis.call('EXISTS', hash .. ':done') == 0 then
-    redis.call('HSET', hash, seq, verdict)
+    redis.call('HSET', hash, seq, verdict .. ' ' .. tkey)
     if redis.call('HLEN', hash) >= size then
-      local abnormal = 0
-      for _, v in ipairs(redis.call('HVALS', hash)) do
-        if v == 'abnormal' then abnormal = abnormal + 1 end
+      local flat, lines, abnormal, tkeys = redis.call('HGETALL', hash), {}, 0, {}
+      for j = 1, #flat, 2 do
+        local label, key = string.match(flat[j + 1], '^(%S+) (%S+)$')
+        lines[#lines + 1] = {tonumber(flat[j]), label, key}
+      end
+      table.sort(lines, function(a, b) return a[1] < b[1] end)
+      for j, line in ipairs(lines) do
+        if line[2] == 'abnormal' then abnormal = abnormal + 1 end
+        tkeys[j] = line[3]
       end
       redis.call('XADD', KEYS[1], '*', 'key', src .. ':' .. window, 'src', src, 'window', window, 'lines', size,
-                 'abnormal_lines', abnormal, 'verdict', abnormal > 0 and 'abnormal' or 'normal', 'tp', now)
+                 'abnormal_lines', abnormal, 'verdict', abnormal > 0 and 'abnormal' or 'normal',
+                 'tkeys', table.concat(tkeys, ','), 'tp', now)
       redis.call('DEL', hash)
       redis.call('SET', hash .. ':done', '1', 'EX', ttl)
       finished = finished + 1
@@ -245,7 +253,13 @@ class RedisTransport:
             pipe.xadd(self.lines_stream, verdict.fields(stamp), **trim)
             seq = verdict.event.seq
             if seq is not None and seq >= 0:
-                window_args += [verdict.event.source, seq // self.window, seq, verdict.verdict]
+                window_args += [
+                    verdict.event.source,
+                    seq // self.window,
+                    seq,
+                    verdict.verdict,
+                    verdict.template_key or NO_TEMPLATE,
+                ]
         if window_args:
             pipe.eval(
                 WINDOW_SCRIPT, 1, self.windows_stream, self.window, WINDOW_PREFIX, stamp, DONE_TTL_S, *window_args
