@@ -24,6 +24,7 @@ DEFAULT_SOURCE = "default"
 MAX_LINE_CHARS = 8192  # ours: longer lines are cut; Drain's cost and template size grow with the token count
 BINARY_SHARE = 0.1  # ours: a line with more than 10% undecodable or control characters is reported as binary
 LINE, SOURCE, SEQ, SENT = "line", "src", "seq", "t"
+_BYTES_NAMES = {name: name.encode() for name in (LINE, SOURCE, SEQ, SENT)}
 NO_TEMPLATE = "-"  # the template key of a line that was not parsed (empty, or no line field)
 
 # Notes a verdict can carry about its input (empty when the line was fine).
@@ -162,7 +163,11 @@ def decode_event(
     default_seq: int | None = None,
 ) -> Event:
     """An Event from a message's fields (bytes or str keys); bad values are noted, never raised."""
-    get = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}.get
+
+    def get(name: str) -> bytes | str | None:
+        value = fields.get(_BYTES_NAMES[name])  # Redis and Kafka hand over bytes keys; tests may use str
+        return fields.get(name) if value is None else value
+
     line, note = clean_line(get(LINE), max_chars)
     seq = _integer(get(SEQ))
     return Event(
