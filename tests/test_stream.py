@@ -1,0 +1,405 @@
+"""Stream service units: input cleaning, Drain3 keys and snapshots, single-flight engine, windows, detectors,
+and the Redis transport's transaction on fakeredis (no broker process)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("drain3", reason="the stream service needs drain3: run `make install-stream`")
+fakeredis = pytest.importorskip("fakeredis", reason="unit tests need fakeredis: run `make install-stream`")
+
+import test_predict  # noqa: E402  (tests/ is on sys.path under pytest)
+
+from rationanomaly.baselines import keyword_label  # noqa: E402
+from rationanomaly.evaluate import UNKNOWN  # noqa: E402
+from rationanomaly.labels import ABNORMAL, NORMAL  # noqa: E402
+from rationanomaly.paths import SAMPLE_DATA_DIR  # noqa: E402
+from rationanomaly.predict.backends import Request  # noqa: E402
+from rationanomaly.stream import detectors, events  # noqa: E402
+from rationanomaly.stream import offline as stream_offline  # noqa: E402
+from rationanomaly.stream.engine import CACHE, MODEL, DetectionEngine, MemoryWindows, ModelWorker  # noqa: E402
+from rationanomaly.stream.events import Event, LineVerdict, clean_line, decode_event  # noqa: E402
+from rationanomaly.stream.feed import read_lines  # noqa: E402
+from rationanomaly.stream.parser import TemplateParser, log_content, template_key  # noqa: E402
+from rationanomaly.stream.redis_transport import RedisTransport, RedisVerdicts  # noqa: E402
+from rationanomaly.stream.service import StopFlag, run_worker  # noqa: E402
+
+SAMPLE_LOG = SAMPLE_DATA_DIR / "bgl_structured.csv"
+chat_server = test_predict.chat_server  # the stub OpenAI-compatible endpoint of the prediction tests
+
+
+def offline_verdicts(lines: list[bytes]) -> tuple[list[str], dict[int, str]]:
+    """The keyword rule's answer computed offline (fresh Drain, session builder's windows)."""
+    return stream_offline.offline_verdicts(lines, detectors.RulesDetector())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_note"),
+    [
+        (b"instruction cache parity error corrected", ""),  # a plain line
+        (b"", events.NOTE_EMPTY),  # an empty line
+        (b"   \t ", events.NOTE_EMPTY),  # whitespace only
+        (None, events.NOTE_MISSING),  # a message without a line field
+        (bytes(range(256)) * 4, events.NOTE_BINARY),  # binary garbage
+        (b"x" * 1_000_000, events.NOTE_TRUNCATED),  # a 1 MB line
+    ],
+)
+def test_clean_line_notes_bad_input_and_keeps_good_lines(raw, expected_note):
+    text, note = clean_line(raw)
+    assert note == expected_note
+    assert len(text) <= events.MAX_LINE_CHARS
+    assert all(ord(c) >= 32 or c == "\t" for c in text)  # no control characters reach the parser
+
+
+def test_decode_event_reads_stamps_and_tolerates_foreign_messages():
+    event = decode_event("1-0", {b"line": b"a b", b"src": b"node7", b"seq": b"41", b"t": b"123"})
+    assert (event.source, event.seq, event.line, event.sent_ns, event.key) == ("node7", 41, "a b", 123, "node7:41")
+    foreign = decode_event("5-3", {b"line": b"x", b"seq": b"not a number"})
+    assert (foreign.source, foreign.seq, foreign.key) == (events.DEFAULT_SOURCE, None, "default:5-3")
+
+
+def test_template_key_is_a_sha1_prefix_of_the_template_text():
+    assert template_key("a <*> b") == hashlib.sha1(b"a <*> b").hexdigest()[:16]
+    assert template_key("a <*> b") != template_key("a <*> c")
+
+
+def test_log_content_drops_the_loghub_bgl_header():
+    line = (
+        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL "
+        "INFO instruction cache parity error corrected"
+    )
+    assert log_content(line, "bgl") == "instruction cache parity error corrected"
+    assert log_content("too short", "bgl") == "too short"  # not a BGL line: kept whole
+    assert log_content(line, "raw") == line
+
+
+def test_snapshot_restore_continues_exactly_like_the_original_parser():
+    lines = [raw.decode() for raw in read_lines(SAMPLE_LOG)]
+    original = TemplateParser()
+    for line in lines[:700]:
+        original.parse(line)
+    restored = TemplateParser.restore(original.snapshot())
+    assert restored.cluster_count == original.cluster_count
+    rest = lines[700:]
+    assert [restored.parse(line) for line in rest] == [original.parse(line) for line in rest]
+    assert restored.snapshot() == original.snapshot()
+
+
+def test_restore_refuses_an_unknown_snapshot_version():
+    snapshot = {**TemplateParser().snapshot(), "version": 99}
+    with pytest.raises(ValueError, match="version 99"):
+        TemplateParser.restore(snapshot)
+
+
+class CountingDetector:
+    """Keyword labels, recording every template asked (thread-safe); optionally failing the first calls."""
+
+    name = "counting"
+
+    def __init__(self, failures: int = 0):
+        self.asked: list[str] = []
+        self.calls = 0
+        self.failures = failures
+        self.lock = threading.Lock()
+
+    def classify(self, templates):
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ConnectionError("model server down")
+            self.asked.extend(templates)
+        return [keyword_label(t)[0] for t in templates]
+
+
+def drain_engine(engine: DetectionEngine, ready: list[LineVerdict], timeout: float = 10.0) -> list[LineVerdict]:
+    """Collect released lines until nothing is held (bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while engine.held_lines and time.monotonic() < deadline:
+        ready += engine.collect(timeout=0.05)
+    assert engine.held_lines == 0, "the model thread did not answer in time"
+    return ready
+
+
+def make_events(lines: list[bytes], source: str = "log") -> list[Event]:
+    return [decode_event(f"{i}-0", {"line": raw, "src": source, "seq": str(i)}) for i, raw in enumerate(lines)]
+
+
+def test_engine_asks_one_template_once_however_many_lines_wait_for_it():
+    detector = CountingDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    lines = [f"kernel panic on node R0{i % 9}-M1".encode() for i in range(500)]
+    verdicts = drain_engine(engine, engine.submit(make_events(lines)))
+    engine.model.stop()
+    assert len(verdicts) == 500
+    assert len(detector.asked) == len(set(detector.asked))  # single-flight
+    assert {v.template for v in verdicts} == set(detector.asked)
+    assert {v.verdict for v in verdicts} == {ABNORMAL}
+
+
+def test_engine_model_calls_equal_distinct_templates_and_labels_match_offline():
+    lines = read_lines(SAMPLE_LOG)
+    detector = CountingDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    verdicts = []
+    for start in range(0, len(lines), 250):  # in read-sized batches, answers arriving in between
+        verdicts += engine.submit(make_events(lines)[start : start + 250])
+        verdicts += engine.collect()
+    verdicts = drain_engine(engine, verdicts)
+    engine.model.stop()
+    assert sorted(v.event.seq for v in verdicts) == list(range(len(lines)))  # one verdict per line
+    assert sorted(detector.asked) == sorted({v.template for v in verdicts})  # calls = distinct templates
+    assert engine.model.templates_asked == len({v.template_key for v in verdicts})
+    assert {v.path for v in verdicts} == {CACHE, MODEL}
+    labels, _ = offline_verdicts(lines)
+    assert [v.verdict for v in sorted(verdicts, key=lambda v: v.event.seq)] == labels
+
+
+def test_engine_reclassifies_a_template_that_drain_generalises():
+    detector = CountingDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    first = drain_engine(engine, engine.submit(make_events([b"user alice logged in from console"])))
+    second = drain_engine(engine, engine.submit(make_events([b"user bob logged in from console"])))
+    engine.model.stop()
+    assert first[0].template == "user alice logged in from console"
+    assert second[0].template == "user <*> logged in from console"
+    assert first[0].template_key != second[0].template_key
+    assert detector.asked == [first[0].template, second[0].template]
+
+
+def test_engine_retries_a_failing_detector_then_answers():
+    detector = CountingDetector(failures=2)
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, retry_backoff_s=0.01))
+    verdicts = drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
+    engine.model.stop()
+    assert [v.verdict for v in verdicts] == [ABNORMAL]
+    assert detector.calls == 3
+
+
+def test_engine_gives_unknown_after_the_retries_and_asks_again_next_time():
+    detector = CountingDetector(failures=10)
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, retries=2, retry_backoff_s=0.01))
+    verdicts = drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
+    assert [v.verdict for v in verdicts] == [UNKNOWN]
+    assert engine.local == {}  # not cached: the next line of this template asks again
+    drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
+    engine.model.stop()
+    assert detector.calls == 4
+
+
+def test_engine_answers_empty_and_missing_lines_without_the_model():
+    detector = CountingDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    ready = engine.submit([decode_event("1-0", {"line": b""}), decode_event("2-0", {"src": b"x"})])
+    engine.model.stop()
+    assert [(v.verdict, v.event.note) for v in ready] == [(NORMAL, events.NOTE_EMPTY), (NORMAL, events.NOTE_MISSING)]
+    assert detector.calls == 0
+
+
+def verdict(source: str, seq: int, label: str) -> LineVerdict:
+    return LineVerdict(Event(f"{seq}-0", source, seq, "x"), "k", "t", label, CACHE)
+
+
+def test_memory_windows_close_when_every_line_has_a_verdict_and_ignore_redeliveries():
+    windows = MemoryWindows(size=4)
+    out = windows.add([verdict("a", s, NORMAL) for s in (0, 1, 2)])
+    out += windows.add([verdict("a", 2, NORMAL), verdict("b", 0, ABNORMAL)])  # a redelivered line counts once
+    assert out == []
+    out = windows.add([verdict("a", 3, ABNORMAL), verdict("a", 3, ABNORMAL)])
+    assert [(w.key, w.lines, w.abnormal_lines, w.verdict) for w in out] == [("a:0", 4, 1, ABNORMAL)]
+    assert out[0].template_keys == ("k", "k", "k", "k")
+    assert windows.add([verdict("a", 1, ABNORMAL)]) == []  # a finished window is not reopened
+
+
+def test_backend_detector_uses_the_training_prompt_and_the_evaluation_binariser():
+    class StubBackend:
+        name = "stub"
+
+        def __init__(self):
+            self.requests: list[Request] = []
+
+        def generate(self, requests):
+            self.requests += requests
+            return ["<think>bad</think><answer>abnormal</answer>", "The log entry is normal.", "no idea"]
+
+    backend = StubBackend()
+    detector = detectors.BackendDetector(backend, "SYSTEM")
+    assert detector.classify(["a", "b", "c"]) == [ABNORMAL, NORMAL, UNKNOWN]
+    assert backend.requests[0].messages[0] == {"role": "system", "content": "SYSTEM"}
+    assert backend.requests[0].messages[1]["content"].endswith("\n\na")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("nope", {}, "unknown detector 'nope'"),  # not registered
+        ("openai", {}, "needs --model"),  # an endpoint without a model name
+        ("transformers", {}, "needs --model"),  # a local model without a folder
+    ],
+)
+def test_make_template_detector_rejects_bad_settings_with_a_clear_message(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        detectors.make_template_detector(name, **options)
+
+
+def test_window_detectors_are_plug_ins_registered_by_name():
+    with pytest.raises(ValueError, match="register_window_detector"):
+        detectors.make_window_detector("nextkey-test")
+
+    @detectors.register_window_detector("nextkey-test")
+    class AnyAbnormal:
+        name = "nextkey-test"
+
+        def score_windows(self, windows):
+            return [ABNORMAL if "bad" in w else NORMAL for w in windows]
+
+    try:
+        assert detectors.make_window_detector("nextkey-test").score_windows([["ok"], ["ok", "bad"]]) == [
+            NORMAL,
+            ABNORMAL,
+        ]
+    finally:
+        del detectors.WINDOW_DETECTORS["nextkey-test"]
+
+
+def test_fake_detector_sleeps_once_per_micro_batch(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(detectors.time, "sleep", sleeps.append)
+    fake = detectors.FakeModelDetector(latency_ms=30)
+    assert fake.classify(["fan failed", "job started"]) == [ABNORMAL, NORMAL]
+    assert sleeps == [pytest.approx(0.030)]  # one model call for the micro-batch, not one per template
+    assert fake.calls == 1 and fake.asked == ["fan failed", "job started"]
+
+
+def fake_transport(client, **options) -> RedisTransport:
+    return RedisTransport(client, "c1", window=100, claim_idle_ms=50, **options)
+
+
+def feed_fake(client, lines: list[bytes], source: str = "log") -> None:
+    for seq, raw in enumerate(lines):
+        client.xadd("logs.raw", events.encode_event(raw, source, seq, 0))
+
+
+def serve_fake(client, detector, **options) -> dict:
+    """run_worker over a fakeredis transport until the stream is idle."""
+    transport = fake_transport(client)
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, RedisVerdicts(client)))
+    stats = run_worker(transport, engine, StopFlag(), idle_exit_s=0.3, block_s=0.01, **options)
+    return {"stats": stats, "transport": transport}
+
+
+def stream_fields(client, name: str) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(name)]
+
+
+def test_worker_on_fakeredis_gives_one_verdict_per_line_and_offline_windows():
+    client = fakeredis.FakeRedis()
+    lines = read_lines(SAMPLE_LOG)
+    feed_fake(client, lines)
+    detector = CountingDetector()
+    stats = serve_fake(client, detector)["stats"]
+    verdicts = stream_fields(client, "logs.verdicts")
+    assert sorted(int(v["seq"]) for v in verdicts) == list(range(len(lines)))
+    labels, windows = offline_verdicts(lines)
+    assert [v["verdict"] for v in sorted(verdicts, key=lambda v: int(v["seq"]))] == labels
+    got = {int(w["window"]): w["verdict"] for w in stream_fields(client, "sessions.verdicts")}
+    assert got == windows and len(windows) == len(lines) // 100
+    by_seq = {int(v["seq"]): v["tkey"] for v in verdicts}
+    for window in stream_fields(client, "sessions.verdicts"):  # template keys in line order, for window detectors
+        first = int(window["window"]) * 100
+        assert window["tkeys"].split(",") == [by_seq[s] for s in range(first, first + 100)]
+    assert stats.model_calls == detector.calls and stats.templates_asked == len(detector.asked)
+    assert len(detector.asked) == len({v["tkey"] for v in verdicts})
+    assert client.xpending("logs.raw", "rationanomaly")["pending"] == 0  # everything acknowledged
+    assert client.hlen("rationanomaly:templates") == len(set(detector.asked))  # shared cache filled
+
+
+def test_second_worker_takes_verdicts_from_the_shared_cache_without_the_model():
+    client = fakeredis.FakeRedis()
+    lines = read_lines(SAMPLE_LOG)[:300]
+    feed_fake(client, lines, "first")
+    serve_fake(client, CountingDetector())
+    client.delete("rationanomaly:drain")  # a fresh parser: the shared verdict cache alone must answer
+    feed_fake(client, lines, "second")
+    detector = CountingDetector()
+    stats = serve_fake(client, detector)["stats"]
+    assert stats.verdicts == len(lines) and detector.calls == 0
+
+
+def test_unacknowledged_lines_are_replayed_to_the_same_consumer_after_a_crash():
+    client = fakeredis.FakeRedis()
+    lines = read_lines(SAMPLE_LOG)[:500]
+    feed_fake(client, lines)
+    crashed = fake_transport(client)
+    assert len(crashed.read(200, 0.01)) == 200  # read, never published: the worker died here
+    serve_fake(client, CountingDetector())
+    keys = [v["key"] for v in stream_fields(client, "logs.verdicts")]
+    assert sorted(keys) == sorted(f"log:{i}" for i in range(500)) and len(keys) == len(set(keys))
+
+
+def test_messages_of_a_dead_consumer_are_claimed_after_the_idle_time():
+    client = fakeredis.FakeRedis()
+    feed_fake(client, read_lines(SAMPLE_LOG)[:100])
+    RedisTransport(client, "dead").read(100, 0.01)
+    import time
+
+    time.sleep(0.1)  # longer than claim_idle_ms=50
+    serve_fake(client, CountingDetector())
+    assert len(stream_fields(client, "logs.verdicts")) == 100
+    assert client.xpending("logs.raw", "rationanomaly")["pending"] == 0
+
+
+def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_path: Path):
+    from rationanomaly.stream.service import restore_parser
+
+    client = fakeredis.FakeRedis()
+    lines = read_lines(SAMPLE_LOG)[:400]
+    feed_fake(client, lines)
+    run = serve_fake(client, CountingDetector())
+    parser = restore_parser(run["transport"], None, {})
+    assert parser.cluster_count == run["stats"].templates > 0
+
+
+def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
+    from rationanomaly.prompts import COT_SYSTEM_PROMPT, chat_messages
+
+    server, url = chat_server
+    detector = detectors.make_template_detector("openai", model="tiny", base_url=url, max_new_tokens=64)
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector))
+    lines = [
+        b"kernel panic in thread 4",
+        b"kernel panic in thread 9",
+        b"job 17 started",
+        b"kernel panic in thread 5",
+        b"kernel panic in thread 6",
+    ]
+    verdicts = drain_engine(engine, engine.submit(make_events(lines)))
+    engine.model.stop()
+    assert [v.verdict for v in sorted(verdicts, key=lambda v: v.event.seq)] == [
+        ABNORMAL,
+        ABNORMAL,
+        NORMAL,
+        ABNORMAL,
+        ABNORMAL,
+    ]
+    # one request per template (the first panic line's own, its generalisation, the job line), not per line
+    assert sorted(b["messages"][-1]["content"].split("\n\n")[-1] for b in server.bodies) == sorted(
+        {v.template for v in verdicts}
+    )
+    assert len(server.bodies) == 3
+    body = next(b for b in server.bodies if "<*>" in b["messages"][-1]["content"])
+    assert body["messages"] == chat_messages("kernel panic in thread <*>", COT_SYSTEM_PROMPT)
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.1, 0.7)
+
+
+@pytest.mark.slow
+def test_transformers_detector_answers_every_template_with_a_label(tiny_llama_dir):
+    detector = detectors.make_template_detector("transformers", model=str(tiny_llama_dir), max_new_tokens=8)
+    labels = detector.classify(["kernel panic in thread <*>", "job <*> started"])
+    assert len(labels) == 2 and set(labels) <= {NORMAL, ABNORMAL, UNKNOWN}  # a random tiny model: any label
+    assert detector.calls == 1
