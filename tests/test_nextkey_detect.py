@@ -28,6 +28,15 @@ from rationanomaly.nextkey.train import TrainConfig, train
 TINY = ModelShape(n_layer=1, n_head=2, n_embd=16, dropout=0.0, n_positions=64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread, as the package uses on a CPU: tiny models on shared cores run far faster that way."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_target_ranks_count_strictly_better_candidates_and_put_unk_beyond_every_k():
     logits = torch.tensor([[3.0, 1.0, 3.0, float("-inf"), 2.0]] * 4)
     targets = torch.tensor([0, 2, 4, UNK_ID])

@@ -294,6 +294,15 @@ def sample_contexts(
     return contexts
 
 
+def sequence_return_loss(log_probs: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LogGPT's loss, summed over sequences: -sum_i (sum_t log p_it) * (sum_t r_it) over the scored positions.
+
+    A negative return (more misses than hits) turns the sign, so the step lowers the real keys' likelihood.
+    """
+    zeros = torch.zeros_like(log_probs)
+    return -(torch.where(mask, log_probs, zeros).sum(-1) * torch.where(mask, rewards, zeros).sum(-1)).sum()
+
+
 def pretrain_loss(model, rows: list[list[int]], global_tokens: int, world: int, device: torch.device) -> torch.Tensor:
     """Summed next-token cross-entropy of this rank's rows, scaled so DDP's gradient mean is the global token mean."""
     input_ids = pad_batch(rows, device)
@@ -560,7 +569,6 @@ class Trainer:
             state.epochs_run[PRETRAIN] = epoch + 1
             stop = config.patience > 0 and state.bad_epochs >= config.patience
             state.stopped_early[PRETRAIN] = stop and epoch + 1 < self.pretrain_epochs
-            self._save_resume()
             self._log_metrics(
                 {
                     "train/ce": total / max(count, 1),
@@ -569,6 +577,7 @@ class Trainer:
                     "timing_s/update_actor": seconds,
                 }
             )
+            self._save_resume()
             logger.info(
                 "pretrain epoch %d: validation CE %.4f (best %.4f at %d)",
                 epoch + 1,
@@ -602,9 +611,10 @@ class Trainer:
             self.model, self.validation, self.vocab, self.top_k, self.config.method_reward(), self.dist.device
         )
 
-    def _reinforce(self) -> None:
+    def prepare_rl(self) -> None:
+        """Dropout off, the RL optimiser, the starting validation loss and (with KL) the frozen reference model."""
         config, state = self.config, self.state
-        self.model.eval()  # dropout off during RL
+        self.model.eval()
         if self.optimizer is None:
             self.optimizer = self._optimizer(config.method)
         if state.start_loss is None:
@@ -614,6 +624,10 @@ class Trainer:
         if config.kl_coef > 0:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.reference.load_state_dict(state.reference_state)
+
+    def _reinforce(self) -> None:
+        config, state = self.config, self.state
+        self.prepare_rl()
         for episode in self._epochs(config.rl_episodes, config.method):
             started = time.perf_counter()
             stats = self._episode(episode)
@@ -628,8 +642,8 @@ class Trainer:
             state.epochs_run["rl"] = episode + 1
             stop = state.bad_epochs >= config.stop_after
             state.stopped_early["rl"] = stop and episode + 1 < config.rl_episodes
-            self._save_resume()
             self._log_metrics({**stats, "val-core/nextkey/reward/mean@1": -current, "timing_s/step": seconds})
+            self._save_resume()
             logger.info(
                 "%s episode %d: validation reward %.4f (best %.4f at %d)",
                 config.method,
@@ -680,15 +694,13 @@ class Trainer:
         logits = mask_logits(next_logits(self.ddp, contexts), self.candidates)
         targets = input_ids[:, 1:]
         log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        log_probs = torch.where(mask, log_probs, torch.zeros_like(log_probs))
         ranks = target_ranks(logits.detach(), targets, unseen_rank(self.vocab))
         rewards = step_rewards(ranks, relative_positions_tensor(mask), self.top_k, LOGGPT_REWARD)
-        returns = torch.where(mask, rewards, torch.zeros_like(rewards)).sum(-1)
-        loss = -(log_probs.sum(-1) * returns).sum() * self.dist.world / len(batch)
+        loss = sequence_return_loss(log_probs, rewards, mask) * self.dist.world / len(batch)
         self._update(loss)
         positions = max(int(mask.sum()), 1)
         return {
-            "critic/score/mean": float(returns.sum()) / positions,
+            "critic/score/mean": float(rewards[mask].sum()) / positions,
             "actor/pg_loss": loss.item(),
             "actor/hit_rate": float(((rewards > 0) & mask).sum()) / positions,
         }
