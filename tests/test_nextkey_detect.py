@@ -27,14 +27,7 @@ from rationanomaly.nextkey.train import TrainConfig, train
 
 TINY = ModelShape(n_layer=1, n_head=2, n_embd=16, dropout=0.0, n_positions=64)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread, as the package uses on a CPU: tiny models on shared cores run far faster that way."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def test_target_ranks_count_strictly_better_candidates_and_put_unk_beyond_every_k():
@@ -114,6 +107,22 @@ def test_ngram_model_folder_round_trips(tmp_path):
     assert again.counts == model.counts and again.vocab == vocab and again.order == 2
 
 
+def _evaluate_argv(synthetic, output, *extra: str) -> list[str]:
+    """`evaluate` on the synthetic model and files, writing `output`."""
+    return [
+        "evaluate",
+        "--model",
+        str(synthetic.model),
+        "--normal",
+        str(synthetic.normal),
+        "--abnormal",
+        str(synthetic.abnormal),
+        "--output_json",
+        str(output),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """Synthetic normal/abnormal key files, a normal test file and a tiny pre-trained GPT-2 (seconds)."""
@@ -133,24 +142,7 @@ def synthetic(tmp_path_factory):
 
 def test_evaluate_cli_writes_the_metrics_the_issue_names(synthetic, tmp_path, capsys):
     output = tmp_path / "eval.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(synthetic.model),
-                "--normal",
-                str(synthetic.normal),
-                "--abnormal",
-                str(synthetic.abnormal),
-                "--output_json",
-                str(output),
-                "--top_k",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert main(_evaluate_argv(synthetic, output, "--top_k", "3")) == 0
     record = json.loads(output.read_text())
     assert {"precision", "recall", "f1", "fpr", "tp", "fp", "fn", "tn", "top_k"} <= set(record)
     assert (record["tp"] + record["fn"], record["fp"] + record["tn"], record["top_k"]) == (60, 60, 3)
@@ -224,17 +216,7 @@ def test_training_from_a_model_of_another_vocabulary_is_refused(synthetic, tmp_p
 )
 def test_evaluate_errors_are_one_line(synthetic, tmp_path, capsys, argv_tail, message):
     (tmp_path / "plain").mkdir()
-    argv = [
-        "evaluate",
-        "--model",
-        str(synthetic.model),
-        "--normal",
-        str(synthetic.normal),
-        "--abnormal",
-        str(synthetic.abnormal),
-        "--output_json",
-        str(tmp_path / "e.json"),
-    ]
+    argv = _evaluate_argv(synthetic, tmp_path / "e.json")
     argv += [a.format(missing=tmp_path / "missing", plain=tmp_path / "plain") for a in argv_tail]
     assert main(argv) == 2
     error = capsys.readouterr().err

@@ -30,14 +30,7 @@ from rationanomaly.nextkey.train import (
 
 TINY = ModelShape(n_layer=2, n_head=2, n_embd=16, dropout=0.0, n_positions=64)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread, as the package uses on a CPU: tiny models on shared cores run far faster that way."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -178,24 +171,66 @@ def test_an_interrupted_run_resumes_to_the_same_model(synthetic_files, tmp_path,
 def test_two_gloo_processes_train_like_one_process(tmp_path):
     # 100 sequences: 90 train (batches 16 x 5 + 10, every batch splits over 2 ranks), 10 validate
     files = write_synthetic(tmp_path / "data", normal=100, abnormal=0, seed=2)
-    knobs = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--dropout", "0", "--top_k", "2", "--seed", "0",
-             "--pretrain_epochs", "2", "--rl_episodes", "1", "--rl_batch_size", "16"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "rationanomaly.nextkey", "train", "--train", str(files["normal"]), "--method", "logneo",
-               "--output_dir", str(tmp_path / "ddp"), "--quiet", *knobs]
-    run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=300)
+    knobs = [
+        "--n_layer",
+        "1",
+        "--n_head",
+        "2",
+        "--n_embd",
+        "16",
+        "--dropout",
+        "0",
+        "--top_k",
+        "2",
+        "--seed",
+        "0",
+        "--pretrain_epochs",
+        "2",
+        "--rl_episodes",
+        "1",
+        "--rl_batch_size",
+        "16",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rationanomaly.nextkey",
+        "train",
+        "--train",
+        str(files["normal"]),
+        "--method",
+        "logneo",
+        "--output_dir",
+        str(tmp_path / "ddp"),
+        "--quiet",
+        *knobs,
+    ]
+    run = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("logneo (gpt2)") == 1  # only rank 0 prints
-    single = TrainConfig(method="logneo", shape=ModelShape(n_layer=1, n_head=2, n_embd=16, dropout=0.0),
-                         pretrain_epochs=2, rl_episodes=1, rl_batch_size=16, top_k=2)
+    single = TrainConfig(
+        method="logneo",
+        shape=ModelShape(n_layer=1, n_head=2, n_embd=16, dropout=0.0),
+        pretrain_epochs=2,
+        rl_episodes=1,
+        rl_batch_size=16,
+        top_k=2,
+    )
     train(files["normal"], tmp_path / "single", single, progress=False)
     ddp, one = _metrics_without_timing(tmp_path / "ddp"), _metrics_without_timing(tmp_path / "single")
     # pre-training: gradients averaged over the ranks equal the whole batch's (up to float summation order), so
     # the validation loss after each epoch agrees; RL draws its lists per rank, so only its sanity is compared
     for epoch in (0, 1):
-        assert ddp[epoch]["val-core/nextkey/ce/mean@1"] == pytest.approx(one[epoch]["val-core/nextkey/ce/mean@1"],
-                                                                         abs=1e-5)
+        assert ddp[epoch]["val-core/nextkey/ce/mean@1"] == pytest.approx(
+            one[epoch]["val-core/nextkey/ce/mean@1"], abs=1e-5
+        )
     assert math.isfinite(ddp[2]["actor/pg_loss"]) and math.isfinite(ddp[2]["actor/ce_loss"])
     assert json.loads((tmp_path / "ddp" / "nextkey.json").read_text())["world_size"] == 2
 
@@ -207,10 +242,17 @@ def test_comparison_on_a_slice_of_deeplog_hdfs(public_data, tmp_path):
     abnormal = read_sequences(public_data / "deeplog" / "hdfs_test_abnormal_part1")[:300]
     write_sequences(tmp_path / "normal", normal)
     write_sequences(tmp_path / "abnormal", abnormal)
-    config = TrainConfig(shape=ModelShape(n_layer=1, n_head=2, n_embd=16), pretrain_epochs=2, rl_episodes=1,
-                         batch_size=32, lr=3e-3)
-    record = compare(tmp_path / "normal", tmp_path / "abnormal", tmp_path / "out", config,
-                     rows=("ngram", "pretrain", "loggpt", "logneo"), progress=False)
+    config = TrainConfig(
+        shape=ModelShape(n_layer=1, n_head=2, n_embd=16), pretrain_epochs=2, rl_episodes=1, batch_size=32, lr=3e-3
+    )
+    record = compare(
+        tmp_path / "normal",
+        tmp_path / "abnormal",
+        tmp_path / "out",
+        config,
+        rows=("ngram", "pretrain", "loggpt", "logneo"),
+        progress=False,
+    )
     train_keys = {key for row in read_sequences(tmp_path / "out" / "data" / "train") for key in row}
     unseen = sum(any(key not in train_keys for key in row) for row in abnormal)
     assert unseen > 0
@@ -220,6 +262,12 @@ def test_comparison_on_a_slice_of_deeplog_hdfs(public_data, tmp_path):
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert table.count("\n") == 6 and "LogNEO mode" in table and "LogGPT mode" in table
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000
-    again = compare(tmp_path / "normal", tmp_path / "abnormal", tmp_path / "out", config,
-                    rows=("ngram", "pretrain", "loggpt", "logneo"), progress=False)
+    again = compare(
+        tmp_path / "normal",
+        tmp_path / "abnormal",
+        tmp_path / "out",
+        config,
+        rows=("ngram", "pretrain", "loggpt", "logneo"),
+        progress=False,
+    )
     assert again["rows"] == record["rows"]  # a second call finds every stage done and only re-reads it

@@ -1,7 +1,8 @@
 """python -m rationanomaly.nextkey sequences --input rationanomaly/sample_data/bgl_structured.csv --grouping time \
     --output_dir runs/nextkey/sample --train_size 60
 
-Next-key detectors from the command line: `sequences` (loghub structured CSV -> DeepLog key files), `train`
+Next-key detectors from the command line: `sequences` (loghub structured CSV -> DeepLog key files), `synthetic`
+(seeded made-up key files), `train`
 (pre-training, LogGPT mode, LogNEO mode, or the n-gram floor), `evaluate` (P/R/F1/FPR of a model folder) and
 `compare` (every detector on one split, one table). Each prints one summary line; errors are one line on stderr
 (exit 2) unless --debug. `torchrun --nproc_per_node N -m rationanomaly.nextkey train ...` trains on N processes.
@@ -108,6 +109,11 @@ def _add_training_knobs(parser: argparse.ArgumentParser) -> None:
         "--kl_coef", type=float, default=default.kl_coef, help="logneo: KL to the starting model (default 0)"
     )
     parser.add_argument("--samples", type=int, default=default.samples, help="logneo: K-lists per position (default 4)")
+    parser.add_argument(
+        "--raw_advantages",
+        action="store_true",
+        help="logneo: do not divide advantages by their batch standard deviation",
+    )
     parser.add_argument("--alpha", type=float, default=reward.alpha, help="reward: early-hit bonus (default 1)")
     parser.add_argument("--beta", type=float, default=reward.beta, help="reward: late-miss extra cost (default 1)")
     parser.add_argument("--decay", type=float, default=reward.decay, help="reward: position decay lambda (default 3)")
@@ -156,6 +162,7 @@ def config_from_args(args: argparse.Namespace, method: str):
         ce_coef=args.ce_coef,
         kl_coef=args.kl_coef,
         samples=args.samples,
+        advantage_scale=not args.raw_advantages,
         reward=reward,
     )
 
@@ -166,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_sequences(commands)
+
+    synthetic = commands.add_parser("synthetic", help="seeded synthetic normal/abnormal key files (demo, tests)")
+    synthetic.add_argument("--output_dir", required=True, help="folder for the normal and abnormal files")
+    synthetic.add_argument("--normal", type=int, default=600, help="normal sessions (default 600)")
+    synthetic.add_argument("--abnormal", type=int, default=200, help="abnormal sessions (default 200)")
+    synthetic.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
     train = commands.add_parser("train", help="train a next-key model on normal sequences")
     train.add_argument("--train", required=True, help="DeepLog file of normal training sequences")
@@ -229,6 +242,11 @@ def _run(args: argparse.Namespace) -> str | None:
             f"{meta['sequences']} sequences ({meta['normal']} normal, {meta['abnormal']} abnormal, "
             f"{meta['unlabelled']} unlabelled), {meta['keys']} keys -> {args.output_dir}"
         )
+    if args.command == "synthetic":
+        from rationanomaly.nextkey.synthetic import write_synthetic
+
+        paths = write_synthetic(args.output_dir, args.normal, args.abnormal, args.seed)
+        return f"{args.normal} normal and {args.abnormal} abnormal synthetic sessions -> {paths['normal'].parent}"
     if args.command == "train":
         if args.method == NGRAM_METHOD:
             from rationanomaly.nextkey.ngram import train_ngram

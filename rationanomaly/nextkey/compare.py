@@ -121,7 +121,9 @@ def run_row(
                     progress=progress,
                     threads=threads,
                 )
-        evaluate_detector(out, split.test_normal, split.abnormal, base.top_k, evaluation_path, device, threads)
+        evaluate_detector(
+            out, split.test_normal, split.abnormal, base.top_k, evaluation_path, device, threads, progress
+        )
     meta = read_meta(out)
     evaluation = json.loads(evaluation_path.read_text(encoding="utf-8"))
     return {

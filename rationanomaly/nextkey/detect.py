@@ -162,7 +162,7 @@ WorstRanks = Callable[[Sequence[Sequence[int]]], list[int]]
 
 
 def load_detector(
-    model_dir: str | Path, device: str = "auto", threads: int | None = None
+    model_dir: str | Path, device: str = "auto", threads: int | None = None, progress: bool = True
 ) -> tuple[WorstRanks, KeyVocabulary, dict]:
     """(worst-rank function, vocabulary, nextkey.json) of a model folder: a transformer or an n-gram model."""
     meta = read_meta(model_dir)
@@ -174,7 +174,7 @@ def load_detector(
     model, meta, vocab = load_model(model_dir)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     set_cpu_threads(threads, "cuda" if cuda else "cpu")
-    return partial(model_worst_ranks, model.to("cuda" if cuda else "cpu"), vocab, progress=True), vocab, meta
+    return partial(model_worst_ranks, model.to("cuda" if cuda else "cpu"), vocab, progress=progress), vocab, meta
 
 
 def check_vocabulary_fits(
@@ -198,11 +198,12 @@ def evaluate_detector(
     output_json: str | Path | None = None,
     device: str = "auto",
     threads: int | None = None,
+    progress: bool = True,
 ) -> dict:
     """Score a model folder on normal and abnormal DeepLog files; write and return the evaluation record."""
     normal, abnormal = read_sequences(normal_path), read_sequences(abnormal_path)
     check_vocabulary_fits(model_dir, vocabulary_of(read_meta(model_dir), model_dir), normal_path, normal)
-    score, vocab, meta = load_detector(model_dir, device, threads)
+    score, vocab, meta = load_detector(model_dir, device, threads, progress)
     candidates = len(vocab.candidate_ids())
     k = top_k or meta.get("top_k")
     if not k or not 1 <= k < candidates:
