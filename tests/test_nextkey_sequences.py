@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -222,3 +224,13 @@ def test_bgl_2k_time_windows_against_100_line_windows(public_data, tmp_path):
 def test_hdfs_2k_blocks(public_data, tmp_path):
     meta = build_sequences(public_data / "loghub" / "HDFS_2k.log_structured.csv", tmp_path, "block")
     assert (meta["sequences"], meta["unlabelled"], meta["keys"]) == (2200, 2200, 14)
+
+
+def test_key_files_and_sequences_need_neither_torch_nor_transformers():
+    code = (
+        "import sys, rationanomaly, rationanomaly.nextkey, rationanomaly.nextkey.keys, "
+        "rationanomaly.nextkey.sequences, rationanomaly.nextkey.synthetic; "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -245,14 +245,11 @@ def test_comparison_on_a_slice_of_deeplog_hdfs(public_data, tmp_path):
     config = TrainConfig(
         shape=ModelShape(n_layer=1, n_head=2, n_embd=16), pretrain_epochs=2, rl_episodes=1, batch_size=32, lr=3e-3
     )
-    record = compare(
-        tmp_path / "normal",
-        tmp_path / "abnormal",
-        tmp_path / "out",
-        config,
-        rows=("ngram", "pretrain", "loggpt", "logneo"),
-        progress=False,
-    )
+
+    def run_comparison() -> dict:
+        return compare(tmp_path / "normal", tmp_path / "abnormal", tmp_path / "out", config, progress=False)
+
+    record = run_comparison()
     train_keys = {key for row in read_sequences(tmp_path / "out" / "data" / "train") for key in row}
     unseen = sum(any(key not in train_keys for key in row) for row in abnormal)
     assert unseen > 0
@@ -262,12 +259,55 @@ def test_comparison_on_a_slice_of_deeplog_hdfs(public_data, tmp_path):
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert table.count("\n") == 6 and "LogNEO mode" in table and "LogGPT mode" in table
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000
-    again = compare(
-        tmp_path / "normal",
-        tmp_path / "abnormal",
+    assert run_comparison()["rows"] == record["rows"]  # a second call finds every stage done and only re-reads it
+
+
+def test_loggpts_stop_rule_and_pretraining_patience_end_runs_early(synthetic_files, tmp_path):
+    # lr 0 never improves the validation loss: patience 1 stops pre-training after its 2nd epoch; a 1e9 threshold
+    # counts every RL episode, so stop_after 2 ends RL after 2 of 5; a tie moves the best on (LogGPT's <=)
+    config = TrainConfig(
+        method="logneo",
+        shape=TINY,
+        pretrain_epochs=6,
+        patience=1,
+        lr=0.0,
+        rl_episodes=5,
+        stop_after=2,
+        min_improvement=1e9,
+        rl_lr=0.0,
+        top_k=2,
+        batch_size=32,
+    )
+    meta = train(synthetic_files["normal"], tmp_path / "out", config, progress=False)
+    assert (meta["pretrain"]["epochs_run"], meta["pretrain"]["stopped_early"], meta["pretrain"]["best_epoch"]) == (
+        2,
+        True,
+        1,
+    )
+    assert (meta["rl"]["episodes_run"], meta["rl"]["stopped_early"], meta["rl"]["best_episode"]) == (2, True, 2)
+
+
+def test_a_plain_gpt_neo_folder_gets_its_embeddings_resized_to_the_keys(synthetic_files, tmp_path):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    text_model = GPTNeoForCausalLM(
+        GPTNeoConfig(
+            vocab_size=500,
+            hidden_size=16,
+            num_layers=2,
+            num_heads=2,
+            attention_types=[[["global", "local"], 1]],
+            max_position_embeddings=64,
+        )
+    )
+    text_model.save_pretrained(tmp_path / "gpt-neo-text")  # a downloaded GPT-Neo looks like this, only larger
+    meta = train(
+        synthetic_files["normal"],
         tmp_path / "out",
-        config,
-        rows=("ngram", "pretrain", "loggpt", "logneo"),
+        TrainConfig(pretrain_epochs=1, top_k=2),
+        init=tmp_path / "gpt-neo-text",
         progress=False,
     )
-    assert again["rows"] == record["rows"]  # a second call finds every stage done and only re-reads it
+    weights = _weights(tmp_path / "out")
+    assert meta["arch"] == "gpt-neo" and meta["init"] == str(tmp_path / "gpt-neo-text")
+    assert weights["transformer.wte.weight"].shape == (4 + 7, 16)  # 4 specials + the 7 synthetic keys

@@ -181,7 +181,8 @@ def plot_sweeps(rows: list[dict], path: Path) -> Path:
         axes.set_xlabel("K (top-K candidates accepted)")
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
-    fpr_axes.set_yscale("symlog", linthresh=1e-3)
+    fpr_axes.set_yscale("symlog", linthresh=1e-3)  # logarithmic above 0.1%, linear down to 0 (no false alarm)
+    fpr_axes.set_ylim(0, 1.05)
     recall_axes.legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(path) as tmp:

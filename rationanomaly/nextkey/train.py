@@ -138,7 +138,7 @@ class TrainConfig:
     lr: float = 1e-4  # LogGPT (AdamW)
     patience: int = 5  # ours: epochs without a new best validation loss before pre-training stops (0 = never)
     rl_episodes: int = 20  # LogGPT
-    rl_lr: float = 1e-5  # ours: LogGPT's 1e-6 is for one-sequence steps; batches take ~60x fewer steps
+    rl_lr: float = 1e-5  # ours: LogGPT's 1e-6 is for one-sequence steps; batches of 64 take ~55x fewer steps
     rl_batch_size: int = 64  # ours (LogGPT: 1)
     prefix: float = 0.2  # loggpt: share of the sequence kept before sampling (LogGPT's cut)
     ppo_epochs: int = 2  # logneo: updates per collected batch (the second is where clipping acts)
