@@ -209,7 +209,7 @@ def evaluate_detector(
     if not k or not 1 <= k < candidates:
         raise ValueError(
             f"top_k={k}; choose K between 1 and {candidates - 1} (the model predicts {candidates} "
-            "candidates, and K = all of them flags nothing)"
+            "candidates; at K = all of them only keys never seen in training are flagged)"
         )
     started = time.perf_counter()
     normal_worst, abnormal_worst = score(normal), score(abnormal)
