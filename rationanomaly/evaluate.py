@@ -128,7 +128,8 @@ def binarize(output: str) -> str:
 class BinaryMetrics:
     """Abnormal-class scores; `unknown` predictions count as not abnormal (in `fn` or `tn`).
 
-    `support` is the number of truly abnormal items (scikit-learn's meaning), `total` all items.
+    `support` is the number of truly abnormal items (scikit-learn's meaning), `total` all items; `fpr` is the
+    share of truly normal items flagged abnormal (fp / (fp + tn)), what an operator pays in false alarms.
     """
 
     precision: float
@@ -142,6 +143,7 @@ class BinaryMetrics:
     support: int
     total: int
     accuracy: float
+    fpr: float
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -166,6 +168,7 @@ def binary_metrics(truth: Sequence[str], predicted: Sequence[str]) -> BinaryMetr
         support=tp + fn,
         total=len(truth),
         accuracy=_ratio(tp + tn, len(truth)),
+        fpr=_ratio(fp, fp + tn),
     )
 
 

@@ -111,3 +111,17 @@ def snapshot():
                 for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
     return take
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One intra-op torch thread for a module (what rationanomaly.nextkey uses on a CPU), restored afterwards.
+
+    Tiny models on shared cores run far faster that way: OpenMP threads spin-wait for cores other jobs hold.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -65,6 +65,7 @@ def test_binary_metrics_count_unknown_as_not_abnormal():
     assert metrics.precision == pytest.approx(0.5)
     assert metrics.recall == pytest.approx(1 / 3)
     assert metrics.f1 == pytest.approx(0.4)
+    assert metrics.fpr == pytest.approx(1 / 3)  # 1 of the 3 normal items flagged; unknown counts as not flagged
     assert confusion(truth, predicted) == {N: {N: 1, A: 1, U: 1}, A: {N: 1, A: 1, U: 1}}
 
 
@@ -83,6 +84,9 @@ def test_metrics_equal_scikit_learn(pairs):
         truth, binary, labels=[A], average=None, zero_division=0)
     ours = binary_metrics(truth, predicted)
     assert (ours.precision, ours.recall, ours.f1) == pytest.approx((precision[0], recall[0], f1[0]), abs=1e-12)
+    # FPR is the recall of the normal class read the other way round: 1 - recall(normal) = fp / (fp + tn).
+    normal_recall = metrics_module.recall_score(truth, binary, labels=[N], average=None, zero_division=0)
+    assert ours.fpr == pytest.approx(1 - normal_recall[0] if N in truth else 0.0, abs=1e-12)
     matrix = metrics_module.confusion_matrix(truth, predicted, labels=[N, A, U])
     assert [[confusion(truth, predicted)[t][p] for p in (N, A, U)] for t in (N, A)] == matrix[:2].tolist()
     labels = [N, A, U] if U in predicted else [N, A]
@@ -166,7 +170,8 @@ def test_evaluate_files_writes_metrics_labelled_and_diff_files(tmp_path):
                             output_json=tmp_path / "m.json", labelled=tmp_path / "l.json", diff=tmp_path / "d.json")
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["template"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "tp": 1, "fp": 1,
-                                   "fn": 0, "tn": 1, "unknown": 1, "support": 1, "total": 3, "accuracy": 2 / 3}
+                                   "fn": 0, "tn": 1, "unknown": 1, "support": 1, "total": 3, "accuracy": 2 / 3,
+                                   "fpr": 0.5}
     # a predicted abnormal: every kept session (0 and 3) is predicted abnormal; 1 and 2 hold c / d (no prediction)
     assert {k: written["session"][k] for k in ("tp", "fp", "fn", "tn", "dropped", "sessions_total", "unknown")} == \
         {"tp": 1, "fp": 1, "fn": 0, "tn": 0, "dropped": 2, "sessions_total": 4, "unknown": 1}
