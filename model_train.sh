@@ -63,7 +63,7 @@ if [[ "$DEVICE" == cpu ]]; then
         +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
         actor_rollout_ref.rollout.dtype=float32
     )
-    CPU_SFT_OVERRIDES=(trainer.device=cpu +engine.mixed_precision.param_dtype=fp32)
+    CPU_SFT_OVERRIDES=(trainer.device=cpu +engine.mixed_precision.param_dtype=fp32 data.num_workers=0)
 elif [[ "$DEVICE" != gpu ]]; then
     echo "unknown DEVICE=$DEVICE; choose gpu or cpu" >&2
     exit 2

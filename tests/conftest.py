@@ -125,3 +125,24 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """`make demo` once per test session (real SFT + GRPO on the CPU, export, prediction, watch); its folder.
+
+    Several tests read what it wrote, so the minutes of real training are spent once. While working on these
+    tests, RATIONANOMALY_DEMO_RUN=runs/demo reuses a finished `make demo` folder instead.
+    """
+    pytest.importorskip("vllm", reason="vLLM's CPU build is not installed: run `make install`")
+    from rationanomaly import demo
+
+    if os.environ.get("RATIONANOMALY_DEMO_RUN"):
+        reused = Path(os.environ["RATIONANOMALY_DEMO_RUN"]).resolve()
+        if not (reused / "summary.json").is_file():
+            raise pytest.UsageError(f"RATIONANOMALY_DEMO_RUN={reused} holds no finished demo (summary.json)")
+        return reused
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert demo.main(["--out", str(out)]) == 0, f"the demo failed; its step logs are in {out / 'logs'}"
+    return out

@@ -16,28 +16,17 @@ from pathlib import Path
 import pytest
 
 from rationanomaly.paths import REPO_ROOT
-from rationanomaly.train.tiny_run import build_dry_run_inputs, recorded_calls, strict_template_model
+from rationanomaly.train.tiny_run import (
+    as_dict,
+    build_dry_run_inputs,
+    module_of,
+    overrides_of,
+    recorded_calls,
+    strict_template_model,
+)
 
 LAUNCHERS = sorted(REPO_ROOT.glob("*.sh"))
 REWARD_FILE = REPO_ROOT / "verl/utils/reward_score/RationAnomaly/__init__.py"
-
-
-def module_of(argv: list[str]) -> str:
-    """The last `-m` module of a recorded call (torchrun's own `-m torch.distributed.run` comes first)."""
-    return argv[len(argv) - argv[::-1].index("-m")]
-
-
-def overrides_of(argv: list[str]) -> list[str]:
-    """The Hydra overrides of a recorded call (what follows the entry point or `--`)."""
-    if "--" in argv:
-        return argv[argv.index("--") + 1:]
-    last_module = len(argv) - 1 - argv[::-1].index("-m")
-    return argv[last_module + 2:]
-
-
-def as_dict(overrides: list[str]) -> dict[str, str]:
-    """`key=value` overrides as a dict keyed without the leading `+`."""
-    return dict(item.lstrip("+").split("=", 1) for item in overrides)
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,24 @@ def recorded_calls(knobs: dict[str, str], folder: str | Path, args: list[str] | 
     return result, calls
 
 
+def module_of(argv: list[str]) -> str:
+    """The last `-m` module of a recorded call (torchrun's own `-m torch.distributed.run` comes first)."""
+    return argv[len(argv) - argv[::-1].index("-m")]
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The Hydra overrides of a recorded call (what follows the entry point or `--`)."""
+    if "--" in argv:
+        return argv[argv.index("--") + 1:]
+    last_module = len(argv) - 1 - argv[::-1].index("-m")
+    return argv[last_module + 2:]
+
+
+def as_dict(overrides: list[str]) -> dict[str, str]:
+    """`key=value` overrides as a dict keyed without the leading `+`."""
+    return dict(item.lstrip("+").split("=", 1) for item in overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: build the inputs and print them as KEY=VALUE words for `env`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
