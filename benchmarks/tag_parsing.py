@@ -33,8 +33,9 @@ def regex_last(text: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 64], help="KB of unclosed tags (regex too)")
     parser.add_argument("--large_kb", type=int, default=1024, help="KB for the reader alone")
     args = parser.parse_args(argv)

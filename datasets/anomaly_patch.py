@@ -33,16 +33,30 @@ DEFAULT_LAYOUT_HINT = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("Rectify template labels with an expert anomaly patch.")
-    parser.add_argument("--input", type=Path, action="append", help="template sheet or loghub structured CSV "
-                        "(repeatable; default: trainsets/BGL.xlsx and trainsets/Spirit.xlsx)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        action="append",
+        help="template sheet or loghub structured CSV "
+        "(repeatable; default: trainsets/BGL.xlsx and trainsets/Spirit.xlsx)",
+    )
     parser.add_argument("--output", type=Path, action="append", help="patched file, same format as its --input")
     parser.add_argument("--patch", type=Path, default=HERE / "anomaly_patch.json", help="expert patch JSON")
-    parser.add_argument("--report", type=Path, default=None, help=f"report JSON (default: {REPORT_NAME} beside the "
-                        "first --output)")
-    parser.add_argument("--match", choices=MATCH_MODES, default=EXACT,
-                        help="exact (the reference) or normalized (punctuation/whitespace-insensitive fallback)")
-    parser.add_argument("--in_place", "--in-place", action="store_true",
-                        help="allow an --output to be its own --input (the file is replaced by its patched version)")
+    parser.add_argument(
+        "--report", type=Path, default=None, help=f"report JSON (default: {REPORT_NAME} beside the first --output)"
+    )
+    parser.add_argument(
+        "--match",
+        choices=MATCH_MODES,
+        default=EXACT,
+        help="exact (the reference) or normalized (punctuation/whitespace-insensitive fallback)",
+    )
+    parser.add_argument(
+        "--in_place",
+        "--in-place",
+        action="store_true",
+        help="allow an --output to be its own --input (the file is replaced by its patched version)",
+    )
     args = parser.parse_args(argv)
     args.default_layout = args.input is None and args.output is None
     if args.default_layout:
@@ -62,19 +76,24 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Patch every pair, then print one line per file and the totals."""
     try:
-        report = patch_files(list(zip(args.input, args.output, strict=True)), args.patch, args.report, args.match,
-                             args.in_place)
+        report = patch_files(
+            list(zip(args.input, args.output, strict=True)), args.patch, args.report, args.match, args.in_place
+        )
     except FileNotFoundError as error:
         if args.default_layout:
             raise FileNotFoundError(f"{error}; {DEFAULT_LAYOUT_HINT}") from error
         raise
     for item in report["files"]:
-        print(f"{item['input']}: {item['templates']} templates, {item['matched']} matched, {item['changed']} changed "
-              f"(+{item['normal_to_abnormal']} abnormal, -{item['abnormal_to_normal']}), anomalies "
-              f"{item['anomalies_before']} -> {item['anomalies_after']} -> {item['output']}")
-    print(f"patch {args.patch}: {report['matched']}/{report['patch_entries']} entries matched ({args.match}); "
-          f"{len(report['matched_normalized_only'])} only when normalized; {len(report['already_rectified'])} "
-          f"already rectified; {len(report['ambiguous'])} ambiguous")
+        print(
+            f"{item['input']}: {item['templates']} templates, {item['matched']} matched, {item['changed']} changed "
+            f"(+{item['normal_to_abnormal']} abnormal, -{item['abnormal_to_normal']}), anomalies "
+            f"{item['anomalies_before']} -> {item['anomalies_after']} -> {item['output']}"
+        )
+    print(
+        f"patch {args.patch}: {report['matched']}/{report['patch_entries']} entries matched ({args.match}); "
+        f"{len(report['matched_normalized_only'])} only when normalized; {len(report['already_rectified'])} "
+        f"already rectified; {len(report['ambiguous'])} ambiguous"
+    )
     for entry in report["unmatched"][:SHOWN]:
         print(f"  unmatched: {entry!r}")
     if len(report["unmatched"]) > SHOWN:

@@ -15,11 +15,16 @@ from rationanomaly.parsing import HEADERS, structure_log
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--input", type=Path, required=True, help="raw log, one line per event")
-    parser.add_argument("--layout", choices=sorted(HEADERS), default="bgl",
-                        help="bgl: BGL's RAS lines; thunderbird: Sandia syslog lines (Thunderbird, Spirit)")
+    parser.add_argument(
+        "--layout",
+        choices=sorted(HEADERS),
+        default="bgl",
+        help="bgl: BGL's RAS lines; thunderbird: Sandia syslog lines (Thunderbird, Spirit)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="structured CSV to write")
     args = parser.parse_args(argv)
     if not args.input.is_file():

@@ -33,24 +33,50 @@ OUTPUT_NAMES = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; multi-word flags accept both snake_case and kebab-case."""
     parser = make_parser(__doc__.split("\n\n")[1])
-    parser.add_argument("--input", type=Path, default=REPO_ROOT / "datasets" / "trainsets" / "train_cot.json",
-                        help="training samples (reference layout, labels = CoT targets)")
-    parser.add_argument("--output_dir", "--output-dir", type=Path, default=REPO_ROOT / "datasets",
-                        help="folder for the parquet files and parquet_meta.json")
-    parser.add_argument("--system_prompt", "--system-prompt", type=Path, default=None,
-                        help="file holding the system prompt (default: the package's CoT prompt)")
-    parser.add_argument("--validation_ratio", "--validation-ratio", type=float, default=0.0,
-                        help="share of each label held out of training for validation (seeded, stratified); "
-                             "0 (default): every sample trains and no validation file is written")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        default=REPO_ROOT / "datasets" / "trainsets" / "train_cot.json",
+        help="training samples (reference layout, labels = CoT targets)",
+    )
+    parser.add_argument(
+        "--output_dir",
+        "--output-dir",
+        type=Path,
+        default=REPO_ROOT / "datasets",
+        help="folder for the parquet files and parquet_meta.json",
+    )
+    parser.add_argument(
+        "--system_prompt",
+        "--system-prompt",
+        type=Path,
+        default=None,
+        help="file holding the system prompt (default: the package's CoT prompt)",
+    )
+    parser.add_argument(
+        "--validation_ratio",
+        "--validation-ratio",
+        type=float,
+        default=0.0,
+        help="share of each label held out of training for validation (seeded, stratified); "
+        "0 (default): every sample trains and no validation file is written",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
-    parser.add_argument("--sft_system", "--sft-system", choices=SFT_SYSTEM_MODES, default=SFT_SYSTEM_LLAMA2,
-                        help="how SFT rows carry the system prompt: llama2 = folded into the user turn as Llama-2's "
-                             "<<SYS>> block (works with verl's per-turn check), turn = a system message (ChatML-style "
-                             "templates), none = no system prompt")
+    parser.add_argument(
+        "--sft_system",
+        "--sft-system",
+        choices=SFT_SYSTEM_MODES,
+        default=SFT_SYSTEM_LLAMA2,
+        help="how SFT rows carry the system prompt: llama2 = folded into the user turn as Llama-2's "
+        "<<SYS>> block (works with verl's per-turn check), turn = a system message (ChatML-style "
+        "templates), none = no system prompt",
+    )
     args = parser.parse_args(argv)
     if not args.input.is_file():
-        parser.error(f"--input {args.input} does not exist; build it with `python datasets/cot_distill.py ... "
-                     f"--output_dir {args.input.parent}` (it writes train_cot.json), or pass --input")
+        parser.error(
+            f"--input {args.input} does not exist; build it with `python datasets/cot_distill.py ... "
+            f"--output_dir {args.input.parent}` (it writes train_cot.json), or pass --input"
+        )
     return args
 
 
@@ -65,8 +91,14 @@ def run(args: argparse.Namespace) -> int:
     meta_path = args.output_dir / "parquet_meta.json"
     check_outputs([*outputs.values(), meta_path], [args.input, args.system_prompt])
     with output_set():
-        meta = build_parquet(read_samples(args.input), outputs, load_system_prompt("cot", args.system_prompt),
-                             args.validation_ratio, args.seed, args.sft_system)
+        meta = build_parquet(
+            read_samples(args.input),
+            outputs,
+            load_system_prompt("cot", args.system_prompt),
+            args.validation_ratio,
+            args.seed,
+            args.sft_system,
+        )
         meta["input"] = str(args.input)
         meta["system_prompt_file"] = None if args.system_prompt is None else str(args.system_prompt)
         write_json_atomic(meta_path, meta)

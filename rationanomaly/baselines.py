@@ -17,11 +17,46 @@ from rationanomaly.predict.backends import Request
 
 # Words and phrases that report a failure (matched as whole words, case-insensitive).
 ABNORMAL_KEYWORDS = (
-    "error", "errors", "fail", "failed", "failure", "failures", "fatal", "panic", "exception", "abort", "aborted",
-    "abnormally", "terminated", "fault", "faults", "timeout", "timed out", "assertion", "segmentation",
-    "lost", "disconnected", "unable", "cannot", "can't", "not present", "not found", "deactivated", "critical",
-    "crash", "crashed", "killed", "refused", "denied", "unreachable", "corrupt", "corrupted", "uncorrectable",
-    "bad", "invalid", "no ethernet link",
+    "error",
+    "errors",
+    "fail",
+    "failed",
+    "failure",
+    "failures",
+    "fatal",
+    "panic",
+    "exception",
+    "abort",
+    "aborted",
+    "abnormally",
+    "terminated",
+    "fault",
+    "faults",
+    "timeout",
+    "timed out",
+    "assertion",
+    "segmentation",
+    "lost",
+    "disconnected",
+    "unable",
+    "cannot",
+    "can't",
+    "not present",
+    "not found",
+    "deactivated",
+    "critical",
+    "crash",
+    "crashed",
+    "killed",
+    "refused",
+    "denied",
+    "unreachable",
+    "corrupt",
+    "corrupted",
+    "uncorrectable",
+    "bad",
+    "invalid",
+    "no ethernet link",
 )
 # Phrases that report a handled or harmless condition; they win over a failure word in the same line.
 NORMAL_OVERRIDES = ("corrected", "correctable", "no errors", "0 errors", "successfully", "recovered")
@@ -65,8 +100,9 @@ class RuleBackend:
         return [keyword_response(r.log) for r in requests]
 
 
-def predict_zero_shot(testset: str | Path, output: str | Path, model: str | Path, backend: str = "auto",
-                      **options: Any):
+def predict_zero_shot(
+    testset: str | Path, output: str | Path, model: str | Path, backend: str = "auto", **options: Any
+):
     """The paper's zero-shot row: the untuned base model with the rules-only prompt, through any backend."""
     from rationanomaly.predict import predict_file
 

@@ -73,8 +73,9 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
-def run_steps(steps: Sequence[Step], log_dir: Path, on_done: Callable[[StepResult], None] | None = None
-              ) -> list[StepResult]:
+def run_steps(
+    steps: Sequence[Step], log_dir: Path, on_done: Callable[[StepResult], None] | None = None
+) -> list[StepResult]:
     """Run steps in order; raise StepFailed at the first non-zero exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -125,53 +126,135 @@ def demo_steps(out: Path, ray_tmpdir: Path | None = None) -> list[Step]:
     base_model, ppl_model = models / "tiny-llama", models / "tiny-distilgpt2"
     sft_model, grpo_model = models / "RationAnomaly-SFT", models / "RationAnomaly"
     launcher_paths = {
-        "PYTHON": PYTHON, "LOG_DIR": str(targets / "console"), "BASE_MODEL": str(base_model),
-        "SFT_MODEL": str(sft_model), "PPL_MODEL": str(ppl_model),
-        "TRAIN_FILES": str(parquet / "bgl_train.parquet"), "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"),
-        "OUTPUT_DIR": str(targets / "RationAnomaly"), "SFT_OUTPUT_DIR": str(targets / "RationAnomaly-SFT"),
+        "PYTHON": PYTHON,
+        "LOG_DIR": str(targets / "console"),
+        "BASE_MODEL": str(base_model),
+        "SFT_MODEL": str(sft_model),
+        "PPL_MODEL": str(ppl_model),
+        "TRAIN_FILES": str(parquet / "bgl_train.parquet"),
+        "SFT_TRAIN_FILES": str(parquet / "sft_train.parquet"),
+        "OUTPUT_DIR": str(targets / "RationAnomaly"),
+        "SFT_OUTPUT_DIR": str(targets / "RationAnomaly-SFT"),
     }
     training_env = {
-        **launcher_paths, **CPU_TRAINING_KNOBS,
+        **launcher_paths,
+        **CPU_TRAINING_KNOBS,
         "HF_DATASETS_CACHE": str(out / "cache" / "hf_datasets"),  # not the home folder
         "RAY_TMPDIR": str(ray_tmpdir or Path("/tmp") / "ray_rationanomaly_demo"),  # short: Ray's socket paths
     }
     return [
-        Step("anomaly_patch", [
-            PYTHON, "datasets/anomaly_patch.py",
-            "--input", str(sample / "bgl_templates.csv"), "--output", str(data / "bgl_templates.csv"),
-            "--input", str(sample / "spirit_templates.csv"), "--output", str(data / "spirit_templates.csv"),
-            "--input", str(sample / "bgl_structured.csv"), "--output", str(data / "bgl_structured.csv"),
-            "--patch", str(sample / "anomaly_patch.json"), "--report", str(data / "patch_report.json"),
-            "--match", "normalized",
-        ]),
-        Step("session_builder", [
-            PYTHON, "datasets/session_builder.py", "--input", str(data / "bgl_structured.csv"),
-            "--output_dir", str(sessions), "--seed", "0",
-        ]),
-        Step("template_split_bgl", [
-            PYTHON, "datasets/template_split.py", "--input", str(data / "bgl_templates.csv"), "--name", "BGL",
-            "--output_dir", str(split), "--seed", "0",
-        ]),
-        Step("template_split_spirit", [
-            PYTHON, "datasets/template_split.py", "--input", str(data / "spirit_templates.csv"), "--name", "Spirit",
-            "--output_dir", str(split), "--seed", "0",
-        ]),
-        Step("cot_join", [
-            PYTHON, "datasets/cot_distill.py",
-            "--input", str(split / "BGL_train.json"), str(split / "Spirit_train.json"),
-            "--rationales", str(sample / "rationales.json"), "--output_dir", str(cot),
-        ]),
-        Step("parquet_builder", [
-            PYTHON, "datasets/parquet_builder.py", "--input", str(cot / "train_cot.json"), "--output_dir", str(parquet),
-        ]),
+        Step(
+            "anomaly_patch",
+            [
+                PYTHON,
+                "datasets/anomaly_patch.py",
+                "--input",
+                str(sample / "bgl_templates.csv"),
+                "--output",
+                str(data / "bgl_templates.csv"),
+                "--input",
+                str(sample / "spirit_templates.csv"),
+                "--output",
+                str(data / "spirit_templates.csv"),
+                "--input",
+                str(sample / "bgl_structured.csv"),
+                "--output",
+                str(data / "bgl_structured.csv"),
+                "--patch",
+                str(sample / "anomaly_patch.json"),
+                "--report",
+                str(data / "patch_report.json"),
+                "--match",
+                "normalized",
+            ],
+        ),
+        Step(
+            "session_builder",
+            [
+                PYTHON,
+                "datasets/session_builder.py",
+                "--input",
+                str(data / "bgl_structured.csv"),
+                "--output_dir",
+                str(sessions),
+                "--seed",
+                "0",
+            ],
+        ),
+        Step(
+            "template_split_bgl",
+            [
+                PYTHON,
+                "datasets/template_split.py",
+                "--input",
+                str(data / "bgl_templates.csv"),
+                "--name",
+                "BGL",
+                "--output_dir",
+                str(split),
+                "--seed",
+                "0",
+            ],
+        ),
+        Step(
+            "template_split_spirit",
+            [
+                PYTHON,
+                "datasets/template_split.py",
+                "--input",
+                str(data / "spirit_templates.csv"),
+                "--name",
+                "Spirit",
+                "--output_dir",
+                str(split),
+                "--seed",
+                "0",
+            ],
+        ),
+        Step(
+            "cot_join",
+            [
+                PYTHON,
+                "datasets/cot_distill.py",
+                "--input",
+                str(split / "BGL_train.json"),
+                str(split / "Spirit_train.json"),
+                "--rationales",
+                str(sample / "rationales.json"),
+                "--output_dir",
+                str(cot),
+            ],
+        ),
+        Step(
+            "parquet_builder",
+            [
+                PYTHON,
+                "datasets/parquet_builder.py",
+                "--input",
+                str(cot / "train_cot.json"),
+                "--output_dir",
+                str(parquet),
+            ],
+        ),
         Step("tiny_models", [PYTHON, "-m", "rationanomaly.tiny", "--llama", str(base_model), "--gpt2", str(ppl_model)]),
-        Step("train_sft_cpu", ["bash", "model_train.sh", *CPU_TRAINING_OVERRIDES], env={**training_env, "STAGE": "sft"}),
-        Step("train_grpo_cpu", ["bash", "model_train.sh", *CPU_TRAINING_OVERRIDES,
-                                f"trainer.total_training_steps={GRPO_STEPS}"], env={**training_env, "STAGE": "grpo"}),
-        Step("export_grpo", ["bash", "model_export.sh"], env={
-            "PYTHON": PYTHON, "CHECKPOINTS": str(targets / "RationAnomaly"), "TARGET_DIR": str(grpo_model),
-            "OVERWRITE": "1",
-        }),
+        Step(
+            "train_sft_cpu", ["bash", "model_train.sh", *CPU_TRAINING_OVERRIDES], env={**training_env, "STAGE": "sft"}
+        ),
+        Step(
+            "train_grpo_cpu",
+            ["bash", "model_train.sh", *CPU_TRAINING_OVERRIDES, f"trainer.total_training_steps={GRPO_STEPS}"],
+            env={**training_env, "STAGE": "grpo"},
+        ),
+        Step(
+            "export_grpo",
+            ["bash", "model_export.sh"],
+            env={
+                "PYTHON": PYTHON,
+                "CHECKPOINTS": str(targets / "RationAnomaly"),
+                "TARGET_DIR": str(grpo_model),
+                "OVERWRITE": "1",
+            },
+        ),
         *prediction_steps(out, split / "BGL_test.json", sessions / "test_sessions.json", grpo_model),
         Step("watch", [PYTHON, "-m", "rationanomaly.watch", str(targets), "--out", str(out / "watch")]),
     ]
@@ -200,15 +283,42 @@ def prediction_steps(out: Path, testset: Path, sessions: Path, model: Path) -> l
             if method == "grpo-vllm" and name != VLLM_CPU_TESTSET:
                 continue
             predicted = predictions / f"{name}_by_{method}.json"
-            steps.append(Step(f"predict_{name}_{method}", [
-                PYTHON, "validation/model_predict.py", "--testset", str(items), *options, "--output", str(predicted),
-            ]))
-            steps.append(Step(f"evaluate_{name}_{method}", [
-                PYTHON, "validation/model_evaluate.py", "--predictions", str(predicted), "--testset", str(items),
-                *extra, "--dataset", "BGL", "--method", method,
-                "--output_json", str(evaluation / f"{name}_by_{method}.json"),
-                "--results_table", str(evaluation / f"{name}_by_{method}.md"),
-            ]))
+            steps.append(
+                Step(
+                    f"predict_{name}_{method}",
+                    [
+                        PYTHON,
+                        "validation/model_predict.py",
+                        "--testset",
+                        str(items),
+                        *options,
+                        "--output",
+                        str(predicted),
+                    ],
+                )
+            )
+            steps.append(
+                Step(
+                    f"evaluate_{name}_{method}",
+                    [
+                        PYTHON,
+                        "validation/model_evaluate.py",
+                        "--predictions",
+                        str(predicted),
+                        "--testset",
+                        str(items),
+                        *extra,
+                        "--dataset",
+                        "BGL",
+                        "--method",
+                        method,
+                        "--output_json",
+                        str(evaluation / f"{name}_by_{method}.json"),
+                        "--results_table",
+                        str(evaluation / f"{name}_by_{method}.md"),
+                    ],
+                )
+            )
     return steps
 
 
@@ -223,25 +333,33 @@ def data_lines(out: Path) -> list[str]:
     lines = []
     patch = read_json(data / "patch_report.json")
     if patch:
-        lines.append(f"patch       {patch['matched']}/{patch['patch_entries']} entries matched, "
-                     f"{patch['changed']} labels changed (+{patch['normal_to_abnormal']} abnormal, "
-                     f"-{patch['abnormal_to_normal']}); "
-                     f"anomalies {patch['anomalies_before']} -> {patch['anomalies_after']}")
+        lines.append(
+            f"patch       {patch['matched']}/{patch['patch_entries']} entries matched, "
+            f"{patch['changed']} labels changed (+{patch['normal_to_abnormal']} abnormal, "
+            f"-{patch['abnormal_to_normal']}); "
+            f"anomalies {patch['anomalies_before']} -> {patch['anomalies_after']}"
+        )
     desc = read_json(data / "sessions" / "data_desc.json")
     if desc:
-        lines.append(f"sessions    {desc['all']['sessions']} windows of {desc['parameters']['window']} lines "
-                     f"({desc['all']['abnormal']} abnormal); train {desc['train']['sessions']}, "
-                     f"test {desc['test']['sessions']} ({desc['test']['abnormal']} abnormal)")
+        lines.append(
+            f"sessions    {desc['all']['sessions']} windows of {desc['parameters']['window']} lines "
+            f"({desc['all']['abnormal']} abnormal); train {desc['train']['sessions']}, "
+            f"test {desc['test']['sessions']} ({desc['test']['abnormal']} abnormal)"
+        )
     for name in ("BGL", "Spirit"):
         split = read_json(data / "split" / f"{name}_split.json")
         if split:
-            lines.append(f"split       {name}: train {split['train']['entries']} "
-                         f"({split['train']['abnormal']} abnormal), "
-                         f"test {split['test']['entries']} ({split['test']['abnormal']} abnormal)")
+            lines.append(
+                f"split       {name}: train {split['train']['entries']} "
+                f"({split['train']['abnormal']} abnormal), "
+                f"test {split['test']['entries']} ({split['test']['abnormal']} abnormal)"
+            )
     cot = read_json(data / "cot" / "cot_report.json")
     if cot:
-        lines.append(f"rationales  {cot['joined']} joined, {cot['issues']} rejected {cot['by_reason']}, "
-                     f"{cot['missing']} templates without one (-> cot_distill.py)")
+        lines.append(
+            f"rationales  {cot['joined']} joined, {cot['issues']} rejected {cot['by_reason']}, "
+            f"{cot['missing']} templates without one (-> cot_distill.py)"
+        )
     meta = read_json(data / "parquet" / "parquet_meta.json")
     if meta:
         lines.append(f"parquet     GRPO and SFT rows: train {meta['train']}, validation {meta['validation']}")
@@ -257,8 +375,10 @@ def metrics_table(out: Path) -> list[str]:
         level = "session" if "session" in result else "template"
         m = result.get(level)
         if m:
-            rows.append(f"{method:<11} {level:<10} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
-                        f"{m['tp']:5d} {m['fp']:3d} {m['fn']:3d} {m['tn']:3d} {m['unknown']:8d}")
+            rows.append(
+                f"{method:<11} {level:<10} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
+                f"{m['tp']:5d} {m['fp']:3d} {m['fn']:3d} {m['tn']:3d} {m['unknown']:8d}"
+            )
     return rows
 
 
@@ -298,15 +418,20 @@ def training_lines(out: Path) -> list[str]:
     sft_loss = _series(sft_log, "train/loss")
     if sft_loss:
         first, last = min(sft_loss), max(sft_loss)
-        lines.append(f"CoT-SFT     verl sft_trainer, LoRA: {len(sft_loss)} steps, loss {sft_loss[first]:.3f} -> "
-                     f"{sft_loss[last]:.3f}; adapter merged into models/RationAnomaly-SFT")
+        lines.append(
+            f"CoT-SFT     verl sft_trainer, LoRA: {len(sft_loss)} steps, loss {sft_loss[first]:.3f} -> "
+            f"{sft_loss[last]:.3f}; adapter merged into models/RationAnomaly-SFT"
+        )
     columns = {heading: (_series(grpo_log, key), fmt) for heading, key, fmt in GRPO_COLUMNS}
     steps = sorted(columns["reward"][0])
     if steps:
-        lines.append(f"GRPO        verl main_ppo, vLLM CPU rollout, reward with the perplexity term: {len(steps)} "
-                     "steps, checkpoint exported to models/RationAnomaly")
-        lines.append("  step " + " ".join(f"{heading:>{len(fmt.format(0.0))}}" for heading, (_, fmt) in
-                                          columns.items()))
+        lines.append(
+            f"GRPO        verl main_ppo, vLLM CPU rollout, reward with the perplexity term: {len(steps)} "
+            "steps, checkpoint exported to models/RationAnomaly"
+        )
+        lines.append(
+            "  step " + " ".join(f"{heading:>{len(fmt.format(0.0))}}" for heading, (_, fmt) in columns.items())
+        )
         for step in steps:
             cells = []
             for series, fmt in columns.values():
@@ -324,10 +449,16 @@ def watch_lines(out: Path) -> list[str]:
     lines = []
     for run in summary.get("runs", []):
         check = run.get("component_sum_check") or {}
-        agreement = ("components add up to the reward at every step" if check.get("ok")
-                     else "no per-step components" if not check else f"components off at {check.get('steps_off')}")
-        lines.append(f"watch       {run['name']}: {run['status']}, step {run['last_step']}/{run['total_steps']}; "
-                     f"{agreement}")
+        agreement = (
+            "components add up to the reward at every step"
+            if check.get("ok")
+            else "no per-step components"
+            if not check
+            else f"components off at {check.get('steps_off')}"
+        )
+        lines.append(
+            f"watch       {run['name']}: {run['status']}, step {run['last_step']}/{run['total_steps']}; {agreement}"
+        )
     lines.append("plots       " + ", ".join(sorted(p.name for p in (out / "watch").glob("*.png"))))
     return lines
 

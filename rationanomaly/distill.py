@@ -122,8 +122,12 @@ def _retry_after(error: urllib.error.HTTPError) -> float | None:
 
 def post_chat(config: DistillConfig, messages: list[dict[str, str]]) -> str:
     """One chat completion; returns the message content. Raises RetryableError or DistillError."""
-    payload = {"model": config.model, "messages": messages, "temperature": config.temperature,
-               "max_tokens": config.max_tokens}
+    payload = {
+        "model": config.model,
+        "messages": messages,
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+    }
     if config.seed is not None:
         payload["seed"] = config.seed
     headers = {"Content-Type": "application/json"}
@@ -137,8 +141,9 @@ def post_chat(config: DistillConfig, messages: list[dict[str, str]]) -> str:
         detail = error.read()[:200].decode("utf-8", "replace")
         if error.code in RETRY_STATUS:
             raise RetryableError(f"HTTP {error.code}: {detail}") from error
-        raise DistillError(f"{request.full_url} answered HTTP {error.code}: {detail}; check the URL, model name "
-                           f"and ${API_KEY_ENV}") from error
+        raise DistillError(
+            f"{request.full_url} answered HTTP {error.code}: {detail}; check the URL, model name and ${API_KEY_ENV}"
+        ) from error
     # http.client.HTTPException: the connection broke mid-reply (IncompleteRead, BadStatusLine); worth a retry.
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
         raise RetryableError(f"{type(error).__name__}: {error}") from error
@@ -148,8 +153,9 @@ def post_chat(config: DistillConfig, messages: list[dict[str, str]]) -> str:
         raise RetryableError(f"reply is not a chat completion: {body[:200]!r}") from error
 
 
-def request_with_retries(config: DistillConfig, messages: list[dict[str, str]],
-                         sleep: Callable[[float], None] = time.sleep) -> str:
+def request_with_retries(
+    config: DistillConfig, messages: list[dict[str, str]], sleep: Callable[[float], None] = time.sleep
+) -> str:
     """post_chat, retried with exponential backoff on RetryableError; the last error is re-raised."""
     for attempt in range(config.retries + 1):
         try:
@@ -169,22 +175,38 @@ def distill_one(sample: Sample, config: DistillConfig, sleep: Callable[[float], 
     """Ask until a valid rationale comes back (or the retries run out); returns the cache record."""
     label = normalize_label(sample.label)
     messages = distill_messages(sample.input, label)
-    record = {"input": sample.input, "label": label, "instruction": sample.instruction, "model": config.model,
-              "seed": config.seed}
+    record = {
+        "input": sample.input,
+        "label": label,
+        "instruction": sample.instruction,
+        "model": config.model,
+        "seed": config.seed,
+    }
     problems = []
     for _ in range(config.invalid_retries + 1):
         try:
             reply = request_with_retries(config, messages, sleep)
         except RetryableError as error:
-            return {**record, "status": FAILED, "reason": "request_failed", "detail": str(error),
-                    "attempts": len(problems) + 1}
+            return {
+                **record,
+                "status": FAILED,
+                "reason": "request_failed",
+                "detail": str(error),
+                "attempts": len(problems) + 1,
+            }
         problem = check_rationale(reply, label)
         if problem is None:
             return {**record, "status": OK, "reasoning": reply.strip(), "attempts": len(problems) + 1}
         problems.append({"reason": problem[0], "detail": problem[1], "reply": reply[:500]})
     last = problems[-1]
-    return {**record, "status": FAILED, "reason": last["reason"], "detail": last["detail"], "attempts": len(problems),
-            "replies": problems}
+    return {
+        **record,
+        "status": FAILED,
+        "reason": last["reason"],
+        "detail": last["detail"],
+        "attempts": len(problems),
+        "replies": problems,
+    }
 
 
 class JsonlCache:
@@ -210,11 +232,13 @@ class JsonlCache:
                     raise ValueError("incomplete record")
             except ValueError as error:
                 if offset + len(line) < len(data):
-                    raise DistillError(f"{self.path}: line {number} is not a cache record ({error}); only the last "
-                                       "line can be torn by a crash, so the file was edited: fix or delete it") \
-                        from error
-                logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
-                               self.path, len(line))
+                    raise DistillError(
+                        f"{self.path}: line {number} is not a cache record ({error}); only the last "
+                        "line can be torn by a crash, so the file was edited: fix or delete it"
+                    ) from error
+                logger.warning(
+                    "%s: dropping a torn last line (%d bytes) left by an interrupted run", self.path, len(line)
+                )
                 os.truncate(self.path, offset)
                 break
             records[record["input"]] = record
@@ -240,8 +264,13 @@ class JsonlCache:
             self.records[record["input"]] = record
 
 
-def distill(templates: Sequence[Sample], config: DistillConfig, cache_path: str | Path,
-            sleep: Callable[[float], None] = time.sleep, progress: bool = True) -> DistillResult:
+def distill(
+    templates: Sequence[Sample],
+    config: DistillConfig,
+    cache_path: str | Path,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: bool = True,
+) -> DistillResult:
     """Distil a rationale for every template not yet done in the cache; returns all rationales and failures.
 
     Templates keep their order in the result; items that failed in an earlier run are asked again.
@@ -258,8 +287,10 @@ def distill(templates: Sequence[Sample], config: DistillConfig, cache_path: str 
             probe_endpoint(completions_url(config.base_url), config.model, config.api_key, min(config.timeout, 30.0))
         except EndpointError as error:
             raise DistillError(str(error)) from error
-        with ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool, \
-                tqdm(total=len(todo), desc="distil", unit="template", disable=not progress) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool,
+            tqdm(total=len(todo), desc="distil", unit="template", disable=not progress) as bar,
+        ):
             futures = [pool.submit(distill_one, sample, config, sleep) for sample in todo]
             try:
                 for future in as_completed(futures):
@@ -274,8 +305,9 @@ def distill(templates: Sequence[Sample], config: DistillConfig, cache_path: str 
     for sample in unique:
         record = cache.records[sample.input]
         if record["status"] == OK:
-            rationales.append(Rationale(sample.input, record["reasoning"], record["label"],
-                                        record.get("instruction") or INSTRUCTION))
+            rationales.append(
+                Rationale(sample.input, record["reasoning"], record["label"], record.get("instruction") or INSTRUCTION)
+            )
         else:
             failures.append(record)
     return DistillResult(rationales, failures, len(todo), cached)

@@ -42,20 +42,23 @@ _LABEL = r"(?P<label>abnormal|normal)"
 _ARTICLE = r"(?:(?:a|an) )?"
 _NEGATION = r"(?P<negation>not )?"
 # Phrase rules on the lower-cased, punctuation-free text (all ours, written after the reference's lists).
-PHRASE_RULES = tuple(re.compile(p) for p in (
-    # "the log entry is (not) abnormal", "this entry appears to be normal", "the answer would be abnormal"
-    r"\b(?:log entry|entry|log|it|this|that|output|answer|status|result|message|event)"
-    rf" (?:is|would be|should be|appears to be|seems to be|can be considered|is considered|belongs to the)"
-    rf" {_NEGATION}{_ARTICLE}{_LABEL}\b",
-    # "classified as normal", "classify it as an abnormal", "label this as abnormal"
-    rf"\b(?:classified|classify (?:it|this)|categorized|categorize (?:it|this)|labelled|labeled|marked|flagged)"
-    rf" as {_NEGATION}{_ARTICLE}{_LABEL}\b",
-    # "classification: abnormal", "verdict normal", "final answer: normal"
-    rf"\b(?:classification|judgement|judgment|observation|verdict|label|answer|output|category|conclusion)"
-    rf" {_LABEL}\b",
-    # "a normal log entry", "an abnormal event"
-    rf"\b(?:a|an) {_LABEL} (?:log|entry|event|message|behaviou?r|operation)\b",
-))
+PHRASE_RULES = tuple(
+    re.compile(p)
+    for p in (
+        # "the log entry is (not) abnormal", "this entry appears to be normal", "the answer would be abnormal"
+        r"\b(?:log entry|entry|log|it|this|that|output|answer|status|result|message|event)"
+        rf" (?:is|would be|should be|appears to be|seems to be|can be considered|is considered|belongs to the)"
+        rf" {_NEGATION}{_ARTICLE}{_LABEL}\b",
+        # "classified as normal", "classify it as an abnormal", "label this as abnormal"
+        rf"\b(?:classified|classify (?:it|this)|categorized|categorize (?:it|this)|labelled|labeled|marked|flagged)"
+        rf" as {_NEGATION}{_ARTICLE}{_LABEL}\b",
+        # "classification: abnormal", "verdict normal", "final answer: normal"
+        rf"\b(?:classification|judgement|judgment|observation|verdict|label|answer|output|category|conclusion)"
+        rf" {_LABEL}\b",
+        # "a normal log entry", "an abnormal event"
+        rf"\b(?:a|an) {_LABEL} (?:log|entry|event|message|behaviou?r|operation)\b",
+    )
+)
 _FLIP = {NORMAL: ABNORMAL, ABNORMAL: NORMAL}
 
 
@@ -88,7 +91,7 @@ def single_label(tokens: Sequence[str]) -> str | None:
     readings = set()
     for index, word in enumerate(tokens):
         if word in _FLIP:
-            before = tokens[max(0, index - 2):index]
+            before = tokens[max(0, index - 2) : index]
             negated = bool(before) and (before[-1] == "not" or before[-2:] in (["not", "a"], ["not", "an"]))
             readings.add(_FLIP[word] if negated else word)
     return readings.pop() if len(readings) == 1 else None
@@ -163,7 +166,10 @@ def binary_metrics(truth: Sequence[str], predicted: Sequence[str]) -> BinaryMetr
         precision=precision,
         recall=recall,
         f1=_ratio(2 * precision * recall, precision + recall),
-        tp=tp, fp=fp, fn=fn, tn=tn,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
         unknown=sum(p == UNKNOWN for p in predicted),
         support=tp + fn,
         total=len(truth),
@@ -192,14 +198,21 @@ def class_report(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, di
         support = sum(n for (t, _), n in pairs.items() if t == c)
         predicted_c = sum(n for (_, p), n in pairs.items() if p == c)
         precision, recall = _ratio(tp, predicted_c), _ratio(tp, support)
-        report[c] = {"precision": precision, "recall": recall,
-                     "f1-score": _ratio(2 * precision * recall, precision + recall), "support": support}
+        report[c] = {
+            "precision": precision,
+            "recall": recall,
+            "f1-score": _ratio(2 * precision * recall, precision + recall),
+            "support": support,
+        }
     total = len(truth)
     report["accuracy"] = _ratio(sum(pairs[(c, c)] for c in classes), total)
-    for average, weights in (("macro avg", {c: 1 / len(classes) for c in classes}),
-                             ("weighted avg", {c: _ratio(report[c]["support"], total) for c in classes})):
-        report[average] = {k: sum(weights[c] * report[c][k] for c in classes)
-                           for k in ("precision", "recall", "f1-score")}
+    for average, weights in (
+        ("macro avg", {c: 1 / len(classes) for c in classes}),
+        ("weighted avg", {c: _ratio(report[c]["support"], total) for c in classes}),
+    ):
+        report[average] = {
+            k: sum(weights[c] * report[c][k] for c in classes) for k in ("precision", "recall", "f1-score")
+        }
         report[average]["support"] = total
     return report
 
@@ -215,8 +228,9 @@ class LabelledPrediction:
     response: str
 
 
-def label_predictions(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample],
-                      source: str = "predictions") -> list[LabelledPrediction]:
+def label_predictions(
+    predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample], source: str = "predictions"
+) -> list[LabelledPrediction]:
     """Join predictions to test labels by instruction + input (reference) and binarise each output.
 
     Each test item takes at most one prediction (a test set that lists an input twice takes two): a
@@ -226,27 +240,33 @@ def label_predictions(predictions: Sequence[Mapping[str, str]], testset: Sequenc
     for sample in testset:
         key, label = (sample.instruction, sample.input), normalize_label(sample.label)
         if labels.setdefault(key, label) != label:
-            raise SampleFormatError(f"test set labels input {sample.input[:80]!r} both normal and abnormal; "
-                                    "fix the test set")
+            raise SampleFormatError(
+                f"test set labels input {sample.input[:80]!r} both normal and abnormal; fix the test set"
+            )
     room = Counter((s.instruction, s.input) for s in testset)
     joined = []
     for index, record in enumerate(predictions):
         key = (record.get("instruction") or INSTRUCTION, record["input"])
         if key not in labels:
-            raise SampleFormatError(f"{source}: item {index} (input {record['input'][:80]!r}) is not in the test set; "
-                                    "were the predictions made on another test set?")
+            raise SampleFormatError(
+                f"{source}: item {index} (input {record['input'][:80]!r}) is not in the test set; "
+                "were the predictions made on another test set?"
+            )
         if room[key] == 0:
-            raise SampleFormatError(f"{source}: item {index} (input {record['input'][:80]!r}) is predicted more often "
-                                    "than the test set lists it; were two prediction files joined? predict again "
-                                    "with validation/model_predict.py")
+            raise SampleFormatError(
+                f"{source}: item {index} (input {record['input'][:80]!r}) is predicted more often "
+                "than the test set lists it; were two prediction files joined? predict again "
+                "with validation/model_predict.py"
+            )
         room[key] -= 1
         raw = record["output"].strip()
         joined.append(LabelledPrediction(key[0], key[1], binarize(raw), labels[key], raw))
     return joined
 
 
-def check_coverage(labelled: Sequence[LabelledPrediction], testset: Sequence[Sample], partial: bool,
-                   source: str = "predictions") -> int:
+def check_coverage(
+    labelled: Sequence[LabelledPrediction], testset: Sequence[Sample], partial: bool, source: str = "predictions"
+) -> int:
     """Test items without a prediction; an error unless `partial` (then the report says "partial: n of N").
 
     A prediction file that stops early (an interrupted run) scores only what it holds: 3 of 10 correct
@@ -257,9 +277,11 @@ def check_coverage(labelled: Sequence[LabelledPrediction], testset: Sequence[Sam
     unpredicted = sum(n for n in missing.values() if n > 0)
     if unpredicted and not partial:
         first = next(key[1] for key, n in missing.items() if n > 0)
-        raise SampleFormatError(f"{source}: {unpredicted} of {len(testset)} test items have no prediction (first "
-                                f"{first[:80]!r}); finish the run (validation/model_predict.py resumes it) or pass "
-                                f"--partial to score the {len(labelled)} predicted items")
+        raise SampleFormatError(
+            f"{source}: {unpredicted} of {len(testset)} test items have no prediction (first "
+            f"{first[:80]!r}); finish the run (validation/model_predict.py resumes it) or pass "
+            f"--partial to score the {len(labelled)} predicted items"
+        )
     if unpredicted:
         logger.warning("partial evaluation: %d of %d test items predicted", len(labelled), len(testset))
     return unpredicted
@@ -276,8 +298,9 @@ def template_key(match: str) -> Callable[[str], str]:
     return (lambda template: template) if match == EXACT else normalize_template
 
 
-def session_outcomes(sessions: Iterable[Session], predictions: Mapping[str, str], missing: str = "drop",
-                     match: str = EXACT) -> tuple[list[str], list[str], int, int]:
+def session_outcomes(
+    sessions: Iterable[Session], predictions: Mapping[str, str], missing: str = "drop", match: str = EXACT
+) -> tuple[list[str], list[str], int, int]:
     """Truth and prediction per session: abnormal if any of its templates is predicted abnormal.
 
     A session holding a template without a prediction is dropped (reference) or, with
@@ -328,9 +351,13 @@ class Evaluation:
             "coverage": {"predicted": len(self.labelled), "test_items": self.test_items, "partial": self.partial},
         }
         if self.session is not None:
-            data["session"] = {**asdict(self.session), "sessions_total": self.sessions_total,
-                               "dropped": self.sessions_dropped, "missing_policy": self.missing_policy,
-                               "match": self.match}
+            data["session"] = {
+                **asdict(self.session),
+                "sessions_total": self.sessions_total,
+                "dropped": self.sessions_dropped,
+                "missing_policy": self.missing_policy,
+                "match": self.match,
+            }
         return data
 
     @property
@@ -344,9 +371,15 @@ class Evaluation:
         return [item for item in self.labelled if item.output != item.label]
 
 
-def evaluate(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample],
-             sessions: Sequence[Session] | None = None, missing: str = "drop", match: str = EXACT,
-             partial: bool = False, source: str = "predictions") -> Evaluation:
+def evaluate(
+    predictions: Sequence[Mapping[str, str]],
+    testset: Sequence[Sample],
+    sessions: Sequence[Session] | None = None,
+    missing: str = "drop",
+    match: str = EXACT,
+    partial: bool = False,
+    source: str = "predictions",
+) -> Evaluation:
     """Template-level (and, given sessions, session-level) evaluation of reference-layout predictions.
 
     The predictions must cover the test set exactly (check_coverage) unless `partial`.
@@ -371,8 +404,14 @@ def evaluate(predictions: Sequence[Mapping[str, str]], testset: Sequence[Sample]
     if dropped:
         logger.warning("dropped %d of %d sessions holding a template without a prediction", dropped, len(sessions))
     metrics = binary_metrics(s_truth, s_predicted)
-    return replace(result, session=replace(metrics, unknown=unknown), sessions_total=len(sessions),
-                   sessions_dropped=dropped, missing_policy=missing, match=match)
+    return replace(
+        result,
+        session=replace(metrics, unknown=unknown),
+        sessions_total=len(sessions),
+        sessions_dropped=dropped,
+        missing_policy=missing,
+        match=match,
+    )
 
 
 def prediction_producer(predictions: str | Path) -> dict:
@@ -392,24 +431,46 @@ def prediction_producer(predictions: str | Path) -> dict:
     return {key: meta.get(key) for key in ("model", "backend", "mode", "prompt_file", "seed")}
 
 
-def evaluate_files(predictions: str | Path, testset: str | Path, sessions: str | Path | None = None,
-                   missing: str = "drop", match: str = EXACT, output_json: str | Path | None = None,
-                   labelled: str | Path | None = None, diff: str | Path | None = None, partial: bool = False,
-                   method: str | None = None) -> Evaluation:
+def evaluate_files(
+    predictions: str | Path,
+    testset: str | Path,
+    sessions: str | Path | None = None,
+    missing: str = "drop",
+    match: str = EXACT,
+    output_json: str | Path | None = None,
+    labelled: str | Path | None = None,
+    diff: str | Path | None = None,
+    partial: bool = False,
+    method: str | None = None,
+) -> Evaluation:
     """Evaluate files and write the metrics JSON, the labelled-output and the diff files that are named.
 
     The outputs are checked first (none of them an input, none twice) and written as one set. The metrics JSON
     records `method` and the model, backend and mode that made the predictions (prediction_producer).
     """
     check_outputs([output_json, labelled, diff], [predictions, testset, sessions])
-    result = evaluate(read_records(predictions, ("input", "output")), read_samples(testset),
-                      read_sessions(sessions) if sessions is not None else None, missing, match, partial,
-                      str(predictions))
+    result = evaluate(
+        read_records(predictions, ("input", "output")),
+        read_samples(testset),
+        read_sessions(sessions) if sessions is not None else None,
+        missing,
+        match,
+        partial,
+        str(predictions),
+    )
     with output_set():
         if output_json is not None:
-            write_json_atomic(output_json, {"method": method, **prediction_producer(predictions), **result.to_dict(),
-                                            "predictions": str(predictions), "testset": str(testset),
-                                            "sessions": str(sessions) if sessions else None})
+            write_json_atomic(
+                output_json,
+                {
+                    "method": method,
+                    **prediction_producer(predictions),
+                    **result.to_dict(),
+                    "predictions": str(predictions),
+                    "testset": str(testset),
+                    "sessions": str(sessions) if sessions else None,
+                },
+            )
         if labelled is not None:
             write_json_atomic(labelled, [asdict(x) for x in result.labelled])
         if diff is not None:
@@ -419,16 +480,22 @@ def evaluate_files(predictions: str | Path, testset: str | Path, sessions: str |
 
 def format_table(result: Evaluation) -> str:
     """A plain-text summary: one row per level with P/R/F1 and the counts."""
-    header = f"{'level':<9} {'precision':>9} {'recall':>7} {'f1':>7} {'tp':>6} {'fp':>6} {'fn':>6} {'tn':>6} " \
-             f"{'unknown':>7} {'support':>7} {'total':>6}"
+    header = (
+        f"{'level':<9} {'precision':>9} {'recall':>7} {'f1':>7} {'tp':>6} {'fp':>6} {'fn':>6} {'tn':>6} "
+        f"{'unknown':>7} {'support':>7} {'total':>6}"
+    )
     rows = [header]
     for level, m in (("template", result.template), ("session", result.session)):
         if m is not None:
-            rows.append(f"{level:<9} {m.precision:>9.4f} {m.recall:>7.4f} {m.f1:>7.4f} {m.tp:>6} {m.fp:>6} "
-                        f"{m.fn:>6} {m.tn:>6} {m.unknown:>7} {m.support:>7} {m.total:>6}")
+            rows.append(
+                f"{level:<9} {m.precision:>9.4f} {m.recall:>7.4f} {m.f1:>7.4f} {m.tp:>6} {m.fp:>6} "
+                f"{m.fn:>6} {m.tn:>6} {m.unknown:>7} {m.support:>7} {m.total:>6}"
+            )
     if result.partial:
         rows.append(f"partial: {len(result.labelled)} of {result.test_items} test items predicted (--partial)")
     if result.session is not None:
-        rows.append(f"sessions: {result.sessions_total} in file, {result.sessions_dropped} dropped "
-                    f"(template without prediction; policy {result.missing_policy}, match {result.match})")
+        rows.append(
+            f"sessions: {result.sessions_total} in file, {result.sessions_dropped} dropped "
+            f"(template without prediction; policy {result.missing_policy}, match {result.match})"
+        )
     return "\n".join(rows)

@@ -48,8 +48,9 @@ class _StagedOutputs:
         key = path_identity(target)
         if key in self.staged:
             tmp.unlink(missing_ok=True)
-            raise OutputError(f"{target} is written twice in one run (also as {self.staged[key][0]}); "
-                              "give each output its own path")
+            raise OutputError(
+                f"{target} is written twice in one run (also as {self.staged[key][0]}); give each output its own path"
+            )
         self.staged[key] = (target, tmp)
 
     def commit(self) -> None:
@@ -60,7 +61,7 @@ class _StagedOutputs:
             try:
                 _replace(tmp, target)
             except OutputError:
-                for _, rest in items[index + 1:]:
+                for _, rest in items[index + 1 :]:
                     rest.unlink(missing_ok=True)
                 raise
 
@@ -118,8 +119,10 @@ def check_output_path(path: PathLike) -> Path:
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {target}: {ancestor} is a file, not a folder; choose another output folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {target}: folder {ancestor} is not writable (permission denied); "
-                          "choose another output folder or fix its permissions")
+        raise OutputError(
+            f"cannot write {target}: folder {ancestor} is not writable (permission denied); "
+            "choose another output folder or fix its permissions"
+        )
     return target
 
 
@@ -137,11 +140,15 @@ def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike] = (), 
         output = Path(output)
         key = path_identity(output)
         if key in seen:
-            raise OutputError(f"{output} is named twice as an output (also as {seen[key]}); the second write would "
-                              "replace the first: give each output its own path")
+            raise OutputError(
+                f"{output} is named twice as an output (also as {seen[key]}); the second write would "
+                "replace the first: give each output its own path"
+            )
         if key in sources and not in_place:
-            raise OutputError(f"output {output} is the input {sources[key]}; writing it would replace the input: "
-                              "choose another output path")
+            raise OutputError(
+                f"output {output} is the input {sources[key]}; writing it would replace the input: "
+                "choose another output path"
+            )
         seen[key] = output
         check_output_path(output)
 
@@ -164,8 +171,10 @@ def _new_temp(target: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as error:
-            raise OutputError(f"cannot write {target}: {error.strerror or error} in {target.parent}; choose another "
-                              "output folder or fix its permissions") from error
+            raise OutputError(
+                f"cannot write {target}: {error.strerror or error} in {target.parent}; choose another "
+                "output folder or fix its permissions"
+            ) from error
         os.close(handle)
         return tmp
     raise OutputError(f"cannot create a temporary file beside {target}")
@@ -225,9 +234,11 @@ def check_input_file(path: PathLike, hint: str = "check the path") -> Path:
 
 def decode_error(path: PathLike, error: UnicodeDecodeError) -> InputError:
     """The one-line error for a file that is not UTF-8 (a latin-1 export, a binary file under a text name)."""
-    byte = error.object[error.start:error.start + 1].hex()
-    return InputError(f"{path}: not UTF-8 text (byte 0x{byte} at offset {error.start}); save it as UTF-8, e.g. "
-                      f"`iconv -f latin1 -t utf-8 {path} > utf8_{Path(path).name}`")
+    byte = error.object[error.start : error.start + 1].hex()
+    return InputError(
+        f"{path}: not UTF-8 text (byte 0x{byte} at offset {error.start}); save it as UTF-8, e.g. "
+        f"`iconv -f latin1 -t utf-8 {path} > utf8_{Path(path).name}`"
+    )
 
 
 def read_text(path: PathLike, hint: str = "check the path") -> str:
@@ -244,8 +255,16 @@ def read_text(path: PathLike, hint: str = "check the path") -> str:
 def check_name(name: str, what: str = "--name") -> str:
     """A name that becomes part of a file name: no folders, no `..`, nothing hidden, nothing empty."""
     text = str(name)
-    if not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text \
-            or text.startswith(("-", ".")):
-        raise OutputError(f"{what} {text!r} is not a plain name (no '/', '\\', leading '.' or '-'); it names files "
-                          "inside the output folder: use e.g. BGL")
+    if (
+        not text.strip()
+        or text in (".", "..")
+        or "/" in text
+        or "\\" in text
+        or "\0" in text
+        or text.startswith(("-", "."))
+    ):
+        raise OutputError(
+            f"{what} {text!r} is not a plain name (no '/', '\\', leading '.' or '-'); it names files "
+            "inside the output folder: use e.g. BGL"
+        )
     return text

@@ -130,16 +130,24 @@ def find_duplicates(keys: Sequence[str], labels: Sequence[str], rows: Sequence[i
 def _log_duplicates(path: Path, what: str, duplicates: Sequence[Duplicate]) -> None:
     if duplicates:
         conflicting = sum(d.conflicting for d in duplicates)
-        logger.warning("%s: %d %s occur more than once (%d with conflicting labels), first %r on rows %s; "
-                       "kept as they are", path, len(duplicates), what, conflicting, duplicates[0].key,
-                       list(duplicates[0].rows))
+        logger.warning(
+            "%s: %d %s occur more than once (%d with conflicting labels), first %r on rows %s; kept as they are",
+            path,
+            len(duplicates),
+            what,
+            conflicting,
+            duplicates[0].key,
+            list(duplicates[0].rows),
+        )
 
 
 def _require_columns(path: Path, frame: pd.DataFrame, required: Sequence[str], what: str) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataFormatError(f"{path}: missing column(s) {missing}; a {what} needs columns {list(required)} "
-                              f"(found {list(frame.columns)})")
+        raise DataFormatError(
+            f"{path}: missing column(s) {missing}; a {what} needs columns {list(required)} "
+            f"(found {list(frame.columns)})"
+        )
 
 
 def check_csv_rows(path: Path) -> list[str]:
@@ -175,13 +183,16 @@ def check_csv_rows_once(path: Path) -> list[str]:
                 if row and len(row) != len(header):
                     raise DataFormatError(
                         f"{path}: line {start} has {len(row)} field{'s' * (len(row) != 1)} but the header has {len(header)} "
-                        f"({', '.join(header)}); quote fields that contain commas (\"a, b\") or fix the row")
+                        f'({", ".join(header)}); quote fields that contain commas ("a, b") or fix the row'
+                    )
                 start = reader.line_num + 1
     except UnicodeDecodeError as error:
         raise decode_error(path, error) from error
     except csv.Error as error:
-        raise DataFormatError(f"{path}: line {start}: not valid CSV ({error}); a quoted field may never be "
-                              "closed: check the quotes on that line") from error
+        raise DataFormatError(
+            f"{path}: line {start}: not valid CSV ({error}); a quoted field may never be "
+            "closed: check the quotes on that line"
+        ) from error
     finally:
         csv.field_size_limit(limit)
     _check_header(path, header)
@@ -192,8 +203,9 @@ def _check_header(path: Path, columns: Sequence[object]) -> None:
     """Every column named, each name once: the header is the contract the loaders read by."""
     names = [str(c).strip() for c in columns]
     if any(not name for name in names):
-        raise DataFormatError(f"{path}: header column {names.index('') + 1} has no name (header: {names}); name it "
-                              "or delete the column")
+        raise DataFormatError(
+            f"{path}: header column {names.index('') + 1} has no name (header: {names}); name it or delete the column"
+        )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise DataFormatError(f"{path}: header names {repeated} more than once; keep one column per name")
@@ -210,8 +222,10 @@ def _read_xlsx(path: Path, **options) -> pd.DataFrame:
     except (PermissionError, MemoryError):
         raise
     except Exception as error:
-        raise DataFormatError(f"{path}: not a readable .xlsx workbook ({' '.join(str(error).split())}); re-save "
-                              "it from Excel or LibreOffice, or export it as .csv") from error
+        raise DataFormatError(
+            f"{path}: not a readable .xlsx workbook ({' '.join(str(error).split())}); re-save "
+            "it from Excel or LibreOffice, or export it as .csv"
+        ) from error
 
 
 def _xlsx_frame(path: Path) -> pd.DataFrame:
@@ -221,9 +235,11 @@ def _xlsx_frame(path: Path) -> pd.DataFrame:
     for column in unnamed:
         filled = [i for i, v in enumerate(frame[column]) if str(v).strip()]
         if filled:
-            raise DataFormatError(f"{path}: row {spreadsheet_row(filled[0])} has a value in column "
-                                  f"{frame.columns.get_loc(column) + 1}, which has no header; name the column or "
-                                  "move the value into a named one")
+            raise DataFormatError(
+                f"{path}: row {spreadsheet_row(filled[0])} has a value in column "
+                f"{frame.columns.get_loc(column) + 1}, which has no header; name the column or "
+                "move the value into a named one"
+            )
     return frame.drop(columns=unnamed)
 
 
@@ -252,8 +268,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
             # index_col=False: never promote the first column to the index (rows were checked above)
             return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", index_col=False)
         except pd.errors.ParserError as error:
-            raise DataFormatError(f"{path}: not valid CSV ({' '.join(str(error).split())}); check the quotes and "
-                                  "field counts on that line") from error
+            raise DataFormatError(
+                f"{path}: not valid CSV ({' '.join(str(error).split())}); check the quotes and "
+                "field counts on that line"
+            ) from error
     if suffix == ".xlsx":
         return _xlsx_frame(path)
     raise DataFormatError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .xlsx")
@@ -293,8 +311,9 @@ def load_template_sheet(path: str | Path) -> TemplateSheet:
     frame = frame.copy()
     frame["log"] = pd.Series(templates, index=frame.index, dtype=object)
     frame["label"] = pd.Series(labels, index=frame.index, dtype="int64")
-    duplicates = find_duplicates(list(frame["log"]), [str(v) for v in labels],
-                                 [spreadsheet_row(i) for i in range(len(frame))])
+    duplicates = find_duplicates(
+        list(frame["log"]), [str(v) for v in labels], [spreadsheet_row(i) for i in range(len(frame))]
+    )
     _log_duplicates(path, "templates", duplicates)
     return TemplateSheet(path, frame, duplicates)
 
@@ -307,18 +326,21 @@ def load_structured_log(path: str | Path) -> StructuredLog:
     frame = read_table(path)
     _require_columns(path, frame, STRUCTURED_COLUMNS, "loghub structured log")
     _require_rows(path, frame, "loghub structured log")
-    for index, (line_id, label, template) in enumerate(zip(frame["LineId"], frame["Label"], frame["EventTemplate"],
-                                                           strict=True)):
+    for index, (line_id, label, template) in enumerate(
+        zip(frame["LineId"], frame["Label"], frame["EventTemplate"], strict=True)
+    ):
         row = spreadsheet_row(index)
         if not str(line_id).strip().isdigit():
             raise DataFormatError(f"{path}: row {row} has LineId {line_id!r}; LineId must be a positive integer")
         if not str(label).strip():
             raise DataFormatError(f"{path}: row {row} has an empty Label; use '-' for a normal line or an alert tag")
         if not str(template).strip():
-            raise DataFormatError(f"{path}: row {row} has an empty EventTemplate; parse the log (e.g. with Drain) "
-                                  "before loading it")
-    duplicates = find_duplicates(list(frame["LineId"]), list(frame["Label"]),
-                                 range(spreadsheet_row(0), spreadsheet_row(len(frame))))
+            raise DataFormatError(
+                f"{path}: row {row} has an empty EventTemplate; parse the log (e.g. with Drain) before loading it"
+            )
+    duplicates = find_duplicates(
+        list(frame["LineId"]), list(frame["Label"]), range(spreadsheet_row(0), spreadsheet_row(len(frame)))
+    )
     _log_duplicates(path, "LineIds", duplicates)
     return StructuredLog(path, frame, duplicates)
 
@@ -352,12 +374,18 @@ def in_line_order(log: StructuredLog, policy: str = REFUSE) -> StructuredLog:
     if position is None:
         return log
     if policy == REFUSE:
-        raise DataFormatError(f"{log.path}: row {spreadsheet_row(position)} has LineId {line_ids[position]} after "
-                              f"LineId {line_ids[position - 1]}; a structured log must be in time (LineId) order: "
-                              "sort it, or pass --unsorted sort to sort it here")
+        raise DataFormatError(
+            f"{log.path}: row {spreadsheet_row(position)} has LineId {line_ids[position]} after "
+            f"LineId {line_ids[position - 1]}; a structured log must be in time (LineId) order: "
+            "sort it, or pass --unsorted sort to sort it here"
+        )
     moved = sum(a > b for a, b in zip(line_ids, line_ids[1:], strict=False))
-    logger.warning("%s: LineIds go backwards at %d place(s), first on row %d; sorted by LineId (--unsorted sort)",
-                   log.path, moved, spreadsheet_row(position))
+    logger.warning(
+        "%s: LineIds go backwards at %d place(s), first on row %d; sorted by LineId (--unsorted sort)",
+        log.path,
+        moved,
+        spreadsheet_row(position),
+    )
     order = sorted(range(len(line_ids)), key=line_ids.__getitem__)
     frame = log.frame.iloc[order].reset_index(drop=True)
     return StructuredLog(log.path, frame, log.duplicates)
@@ -380,8 +408,10 @@ def load_samples(path: str | Path) -> SampleSet:
         try:
             words.append(sample_label_word(sample.label))
         except LabelError as error:
-            raise DataFormatError(f"{path}: item {index} (input {sample.input!r}): {error}; a label is "
-                                  "normal/abnormal or <think>..</think><answer>normal|abnormal</answer>") from error
+            raise DataFormatError(
+                f"{path}: item {index} (input {sample.input!r}): {error}; a label is "
+                "normal/abnormal or <think>..</think><answer>normal|abnormal</answer>"
+            ) from error
     duplicates = find_duplicates([s.input for s in samples], words, list(range(len(samples))))
     _log_duplicates(path, "inputs", duplicates)
     return SampleSet(path, tuple(samples), duplicates)
@@ -398,5 +428,7 @@ def detect_format(path: str | Path) -> str:
         return SHEET
     if set(STRUCTURED_COLUMNS) <= columns:
         return STRUCTURED
-    raise DataFormatError(f"{path}: neither a template sheet (columns {list(SHEET_COLUMNS)}) nor a loghub "
-                          f"structured log (columns {list(STRUCTURED_COLUMNS)}); found {sorted(columns)}")
+    raise DataFormatError(
+        f"{path}: neither a template sheet (columns {list(SHEET_COLUMNS)}) nor a loghub "
+        f"structured log (columns {list(STRUCTURED_COLUMNS)}); found {sorted(columns)}"
+    )

@@ -66,12 +66,14 @@ def check_ground_truth(sample: Sample, where: str) -> str:
         raise ParquetDataError(
             f"{where}: label {label[:80]!r} of template {sample.input[:80]!r} is not a CoT target "
             "<think>..</think><answer>normal|abnormal</answer> with a non-empty think; "
-            "build training samples with datasets/cot_distill.py (which joins and checks rationales)")
+            "build training samples with datasets/cot_distill.py (which joins and checks rationales)"
+        )
     try:
         return normalize_label(extract_answer(label) or "")
     except LabelError as error:
-        raise ParquetDataError(f"{where}: the answer of template {sample.input[:80]!r} is not a label ({error})") \
-            from error
+        raise ParquetDataError(
+            f"{where}: the answer of template {sample.input[:80]!r} is not a label ({error})"
+        ) from error
 
 
 def split_samples(samples: Sequence[Sample], validation_ratio: float, seed: int) -> Split:
@@ -100,8 +102,7 @@ def split_samples(samples: Sequence[Sample], validation_ratio: float, seed: int)
 
 def _extra_info(index: int, split: str, sample: Sample, label: str) -> dict:
     """Row metadata; verl turns `index` into the dataset index and passes the dict to the reward."""
-    return {"index": index, "split": split, "template": sample.input, "label": label,
-            "instruction": sample.instruction}
+    return {"index": index, "split": split, "template": sample.input, "label": label, "instruction": sample.instruction}
 
 
 def rl_row(index: int, split: str, sample: Sample, system_prompt: str | None) -> dict:
@@ -125,19 +126,23 @@ def sft_messages(sample: Sample, system_prompt: str | None, system_mode: str = S
     """System (per `system_mode`), user and assistant turns; the assistant says the CoT target."""
     if system_mode not in SFT_SYSTEM_MODES:
         raise ValueError(f"unknown SFT system mode {system_mode!r}; choose one of {SFT_SYSTEM_MODES}")
-    messages = chat_messages(sample.input, system_prompt if system_mode == SFT_SYSTEM_TURN else None,
-                             sample.instruction)
+    messages = chat_messages(
+        sample.input, system_prompt if system_mode == SFT_SYSTEM_TURN else None, sample.instruction
+    )
     if system_mode == SFT_SYSTEM_LLAMA2 and system_prompt is not None:
         messages[-1]["content"] = llama2_system_block(system_prompt) + messages[-1]["content"]
     return [*messages, {"role": "assistant", "content": sample.label}]
 
 
-def sft_row(index: int, split: str, sample: Sample, system_prompt: str | None,
-            system_mode: str = SFT_SYSTEM_LLAMA2) -> dict:
+def sft_row(
+    index: int, split: str, sample: Sample, system_prompt: str | None, system_mode: str = SFT_SYSTEM_LLAMA2
+) -> dict:
     """One row for verl's multi-turn SFT dataset (`messages` column)."""
     label = check_ground_truth(sample, f"sample {index}")
-    return {"messages": sft_messages(sample, system_prompt, system_mode),
-            "extra_info": _extra_info(index, split, sample, label)}
+    return {
+        "messages": sft_messages(sample, system_prompt, system_mode),
+        "extra_info": _extra_info(index, split, sample, label),
+    }
 
 
 def write_parquet(path: str | Path, rows: Sequence[dict]) -> Path:
@@ -151,8 +156,14 @@ def write_parquet(path: str | Path, rows: Sequence[dict]) -> Path:
     return Path(path)
 
 
-def build_parquet(samples: Sequence[Sample], outputs: dict[str, str | Path], system_prompt: str | None,
-                  validation_ratio: float = 0.0, seed: int = 0, sft_system: str = SFT_SYSTEM_LLAMA2) -> dict:
+def build_parquet(
+    samples: Sequence[Sample],
+    outputs: dict[str, str | Path],
+    system_prompt: str | None,
+    validation_ratio: float = 0.0,
+    seed: int = 0,
+    sft_system: str = SFT_SYSTEM_LLAMA2,
+) -> dict:
     """Check every sample, split them, and write the RL and SFT train/validation files.
 
     `outputs` maps any of `rl_train`, `rl_validation`, `sft_train`, `sft_validation` to a path (a missing
@@ -176,8 +187,10 @@ def build_parquet(samples: Sequence[Sample], outputs: dict[str, str | Path], sys
     tables = {key: [builders[key][1](i, s, builders[key][0]) for i, s in parts[builders[key][0]]] for key in outputs}
     empty = sorted(key for key, rows in tables.items() if not rows)
     if empty:
-        raise ParquetDataError(f"no rows to write to {empty} ({len(samples)} samples, validation ratio "
-                               f"{validation_ratio}); give more samples or another ratio")
+        raise ParquetDataError(
+            f"no rows to write to {empty} ({len(samples)} samples, validation ratio "
+            f"{validation_ratio}); give more samples or another ratio"
+        )
     for key, path in outputs.items():
         write_parquet(path, tables[key])
         logger.info("wrote %d rows to %s", len(tables[key]), path)

@@ -86,12 +86,21 @@ def structure_log(raw: str | Path, output: str | Path, layout: str) -> ParseSumm
     from tqdm import tqdm
 
     raw, output = Path(raw), Path(output)
-    columns = ["LineId", *HEADERS[layout], *(("Component", "PID") if layout == "thunderbird" else ()),
-               "Content", "EventId", "EventTemplate"]
+    columns = [
+        "LineId",
+        *HEADERS[layout],
+        *(("Component", "PID") if layout == "thunderbird" else ()),
+        "Content",
+        "EventId",
+        "EventTemplate",
+    ]
     lines = alerts = 0
     templates: set[str] = set()
-    with raw.open(encoding="utf-8", errors="replace") as source, atomic_path(output) as tmp, \
-            tmp.open("w", encoding="utf-8", newline="") as sink:
+    with (
+        raw.open(encoding="utf-8", errors="replace") as source,
+        atomic_path(output) as tmp,
+        tmp.open("w", encoding="utf-8", newline="") as sink,
+    ):
         writer = csv.DictWriter(sink, fieldnames=columns)
         writer.writeheader()
         for row in tqdm(structure_lines(source, layout), desc=f"parsing {raw.name}", unit=" lines", mininterval=2):

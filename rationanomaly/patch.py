@@ -137,8 +137,10 @@ def apply_to_frame(frame: pd.DataFrame, kind: str, new_labels: dict[str, str]) -
     """A copy of `frame` with the patched labels written into its label column (layout otherwise unchanged)."""
     frame = frame.copy()
     if kind == SHEET:
-        frame["label"] = [label_to_int(new_labels[t]) if t in new_labels else v
-                          for t, v in zip(frame["log"], frame["label"], strict=True)]
+        frame["label"] = [
+            label_to_int(new_labels[t]) if t in new_labels else v
+            for t, v in zip(frame["log"], frame["label"], strict=True)
+        ]
         return frame
     labels = []
     for template, tag in zip(frame["EventTemplate"], frame["Label"], strict=True):
@@ -162,8 +164,9 @@ def patch_report(before: dict[str, str], matches: Sequence[EntryMatch]) -> dict:
         "patch_entries": len(matches),
         "matched": sum(m.template is not None for m in matches),
         "matched_exact": sum(m.how == EXACT for m in matches),
-        "matched_normalized_only": [{"input": m.entry.input, "template": m.template}
-                                    for m in matches if m.how == NORMALIZED],
+        "matched_normalized_only": [
+            {"input": m.entry.input, "template": m.template} for m in matches if m.how == NORMALIZED
+        ],
         "changed": len(changed),
         "normal_to_abnormal": sum(after[t] == ABNORMAL for t in changed),
         "abnormal_to_normal": sum(after[t] == NORMAL for t in changed),
@@ -190,13 +193,15 @@ def write_like(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def patch_file(input_path: str | Path, output_path: str | Path, entries: Sequence[PatchEntry],
-               match: str = EXACT) -> dict:
+def patch_file(
+    input_path: str | Path, output_path: str | Path, entries: Sequence[PatchEntry], match: str = EXACT
+) -> dict:
     """Patch one template sheet or structured log, write it in the input's format and return its report."""
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.suffix.lower() != output_path.suffix.lower():
-        raise DataFormatError(f"{output_path}: the output keeps the input's format; name it with "
-                              f"{input_path.suffix!r} like {input_path}")
+        raise DataFormatError(
+            f"{output_path}: the output keeps the input's format; name it with {input_path.suffix!r} like {input_path}"
+        )
     kind = detect_format(input_path)
     loaded = load_template_sheet(input_path) if kind == SHEET else load_structured_log(input_path)
     frame = loaded.frame
@@ -205,14 +210,29 @@ def patch_file(input_path: str | Path, output_path: str | Path, entries: Sequenc
     before = _template_labels(frame, kind)
     patched = apply_to_frame(frame, kind, rectified_labels(matches))
     write_like(patched, output_path)
-    report = {"input": str(input_path), "output": str(output_path), "format": kind, "match": match,
-              "duplicates": len(loaded.duplicates), **patch_report(before, matches)}
+    report = {
+        "input": str(input_path),
+        "output": str(output_path),
+        "format": kind,
+        "match": match,
+        "duplicates": len(loaded.duplicates),
+        **patch_report(before, matches),
+    }
     if kind != SHEET:
         old, new = line_labels(frame["Label"]), line_labels(patched["Label"])
-        report.update(lines=len(frame), abnormal_lines_before=sum(old), abnormal_lines_after=sum(new),
-                      lines_changed=sum(a != b for a, b in zip(old, new, strict=True)))
-    logger.info("%s: %d of %d patch entries matched, %d templates changed", input_path, report["matched"],
-                len(entries), report["changed"])
+        report.update(
+            lines=len(frame),
+            abnormal_lines_before=sum(old),
+            abnormal_lines_after=sum(new),
+            lines_changed=sum(a != b for a, b in zip(old, new, strict=True)),
+        )
+    logger.info(
+        "%s: %d of %d patch entries matched, %d templates changed",
+        input_path,
+        report["matched"],
+        len(entries),
+        report["changed"],
+    )
     return report
 
 
@@ -240,9 +260,13 @@ def combine_reports(entries: Sequence[PatchEntry], reports: Sequence[dict], matc
         "matched": sum(e.input in matched for e in entries),
         "matched_exact": sum(e.input in exact for e in entries),
         **{key: sum(r[key] for r in reports) for key in _SUMMED},
-        "matched_normalized_only": [{"input": i, "template": n[i], "file": r["input"]}
-                                    for i in inputs if i in matched and i not in exact
-                                    for r, n in zip(reports, by_normalization, strict=True) if i in n],
+        "matched_normalized_only": [
+            {"input": i, "template": n[i], "file": r["input"]}
+            for i in inputs
+            if i in matched and i not in exact
+            for r, n in zip(reports, by_normalization, strict=True)
+            if i in n
+        ],
         "already_rectified": [t for r in reports for t in r["already_rectified"]],
         "ambiguous": [{**item, "file": r["input"]} for r in reports for item in r["ambiguous"]],
         "unmatched": [e.input for e in entries if e.input not in matched],
@@ -250,8 +274,13 @@ def combine_reports(entries: Sequence[PatchEntry], reports: Sequence[dict], matc
     }
 
 
-def patch_files(pairs: Sequence[tuple[str | Path, str | Path]], patch_path: str | Path, report_path: str | Path,
-                match: str = EXACT, in_place: bool = False) -> dict:
+def patch_files(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    patch_path: str | Path,
+    report_path: str | Path,
+    match: str = EXACT,
+    in_place: bool = False,
+) -> dict:
     """Patch each (input, output) pair with one patch file and write the combined report JSON.
 
     Paths are checked before anything is read (no output twice, none an input unless `in_place`), and the

@@ -110,8 +110,9 @@ def read_rationales(path: str | Path) -> list[Rationale]:
 
 def write_rationales(path: str | Path, rationales: Iterable[Rationale]) -> Path:
     """Write rationales atomically in the R-Log key order (instruction, input, label, reasoning)."""
-    rows = [{"instruction": r.instruction, "input": r.input, "label": r.label, "reasoning": r.reasoning}
-            for r in rationales]
+    rows = [
+        {"instruction": r.instruction, "input": r.input, "label": r.label, "reasoning": r.reasoning} for r in rationales
+    ]
     return write_json_atomic(path, rows)
 
 
@@ -145,8 +146,10 @@ def read_templates(path: str | Path) -> list[Sample]:
     if path.suffix.lower() == ".json":
         return [Sample(s.input, sample_label_word(s.label), s.instruction) for s in load_samples(path).samples]
     if detect_format(path) != SHEET:
-        raise SampleFormatError(f"{path}: expected a template sheet (columns log, label) or sample JSON; for a "
-                                "loghub structured log, build template samples first")
+        raise SampleFormatError(
+            f"{path}: expected a template sheet (columns log, label) or sample JSON; for a "
+            "loghub structured log, build template samples first"
+        )
     return load_template_sheet(path).samples
 
 
@@ -162,14 +165,17 @@ def _index_templates(templates: Sequence[Sample]) -> dict[str, str]:
     for row, sample in enumerate(templates):
         label = normalize_label(sample.label)
         if labels.get(sample.input, label) != label:
-            raise SampleFormatError(f"template {sample.input!r} (item {row}) appears with both labels; "
-                                    "rectify the template file so each template has one label")
+            raise SampleFormatError(
+                f"template {sample.input!r} (item {row}) appears with both labels; "
+                "rectify the template file so each template has one label"
+            )
         labels[sample.input] = label
     return labels
 
 
-def join_rationales(templates: Sequence[Sample], rationales: Sequence[Rationale],
-                    keep_conflicts: bool = False) -> JoinResult:
+def join_rationales(
+    templates: Sequence[Sample], rationales: Sequence[Rationale], keep_conflicts: bool = False
+) -> JoinResult:
     """Attach a checked rationale to each template; the CoT label always ends in the *rectified* label.
 
     Returns samples in template order. A rationale whose answer conflicts with the rectified label is
@@ -187,8 +193,11 @@ def join_rationales(templates: Sequence[Sample], rationales: Sequence[Rationale]
             continue
         answer = extract_answer(rationale.reasoning)
         if rationale.input in chosen:
-            issues.append(RationaleIssue(rationale.input, DUPLICATE, "an accepted rationale for this template came "
-                                         "earlier", label, answer))
+            issues.append(
+                RationaleIssue(
+                    rationale.input, DUPLICATE, "an accepted rationale for this template came earlier", label, answer
+                )
+            )
             continue
         problem = check_rationale(rationale.reasoning, label)
         kept = problem is None or (problem[0] == CONFLICT and keep_conflicts)
@@ -208,13 +217,28 @@ def join_rationales(templates: Sequence[Sample], rationales: Sequence[Rationale]
             missing.append(Sample(sample.input, labels[sample.input], sample.instruction))
     given = {r.input for r in rationales}
     unused = sorted(given - set(labels))
-    logger.info("joined %d rationales to %d templates: %d issues, %d templates without rationale",
-                len(samples), len(labels), len(issues), len(missing))
-    return JoinResult(samples, issues, missing, unused, keep_conflicts, len(labels), len(rationales),
-                      len(given & set(labels)))
+    logger.info(
+        "joined %d rationales to %d templates: %d issues, %d templates without rationale",
+        len(samples),
+        len(labels),
+        len(issues),
+        len(missing),
+    )
+    return JoinResult(
+        samples, issues, missing, unused, keep_conflicts, len(labels), len(rationales), len(given & set(labels))
+    )
 
 
 def issues_as_records(issues: Iterable[RationaleIssue]) -> list[dict]:
     """The issues as JSON-ready dicts (the report file lists them with their reason)."""
-    return [{"input": i.input, "reason": i.reason, "detail": i.detail, "rectified_label": i.label,
-             "rationale_answer": i.answer, "kept": i.kept} for i in issues]
+    return [
+        {
+            "input": i.input,
+            "reason": i.reason,
+            "detail": i.detail,
+            "rectified_label": i.label,
+            "rationale_answer": i.answer,
+            "kept": i.kept,
+        }
+        for i in issues
+    ]

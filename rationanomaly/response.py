@@ -31,7 +31,7 @@ def last_block(text: str, tags: re.Pattern[str]) -> str | None:
                 start = match.end()
         elif start is not None:
             last, start = (start, match.start()), None
-    return None if last is None else text[last[0]:last[1]].strip()
+    return None if last is None else text[last[0] : last[1]].strip()
 
 
 _THINK = tag_pattern(THINK_OPEN, THINK_CLOSE)

@@ -19,19 +19,42 @@ Scores = tuple[float, float, float]  # (F1, precision, recall), the paper's cell
 
 # Paper, Table 2: {method: {(dataset, level): (F1, precision, recall) or None}}.
 PAPER_TABLE2: dict[str, dict[tuple[str, str], Scores | None]] = {
-    "DeepLog": {("BGL", "session"): (0.869, 0.811, 0.935), ("BGL", "template"): None,
-                ("Spirit", "session"): (0.905, 0.891, 0.919), ("Spirit", "template"): None},
-    "LogAnomaly": {("BGL", "session"): (0.857, 0.770, 0.965), ("BGL", "template"): None,
-                   ("Spirit", "session"): (0.925, 0.880, 0.975), ("Spirit", "template"): None},
-    "LogRobust": {("BGL", "session"): (0.811, 0.704, 0.956), ("BGL", "template"): None,
-                  ("Spirit", "session"): (0.921, 0.856, 0.996), ("Spirit", "template"): None},
-    "LogPrompt": {("BGL", "session"): (0.834, 0.874, 0.811), ("BGL", "template"): (0.827, 0.724, 0.964),
-                  ("Spirit", "session"): (0.917, 0.859, 0.983), ("Spirit", "template"): (0.795, 0.834, 0.858)},
-    "Llama-2-7B zero-shot": {("BGL", "session"): (0.707, 0.741, 0.753), ("BGL", "template"): (0.686, 0.858, 0.633),
-                             ("Spirit", "session"): (0.800, 0.881, 0.861),
-                             ("Spirit", "template"): (0.655, 0.839, 0.598)},
-    "RationAnomaly": {("BGL", "session"): (0.909, 0.900, 0.919), ("BGL", "template"): (0.887, 0.898, 0.881),
-                      ("Spirit", "session"): (0.958, 0.959, 0.959), ("Spirit", "template"): (0.862, 0.899, 0.847)},
+    "DeepLog": {
+        ("BGL", "session"): (0.869, 0.811, 0.935),
+        ("BGL", "template"): None,
+        ("Spirit", "session"): (0.905, 0.891, 0.919),
+        ("Spirit", "template"): None,
+    },
+    "LogAnomaly": {
+        ("BGL", "session"): (0.857, 0.770, 0.965),
+        ("BGL", "template"): None,
+        ("Spirit", "session"): (0.925, 0.880, 0.975),
+        ("Spirit", "template"): None,
+    },
+    "LogRobust": {
+        ("BGL", "session"): (0.811, 0.704, 0.956),
+        ("BGL", "template"): None,
+        ("Spirit", "session"): (0.921, 0.856, 0.996),
+        ("Spirit", "template"): None,
+    },
+    "LogPrompt": {
+        ("BGL", "session"): (0.834, 0.874, 0.811),
+        ("BGL", "template"): (0.827, 0.724, 0.964),
+        ("Spirit", "session"): (0.917, 0.859, 0.983),
+        ("Spirit", "template"): (0.795, 0.834, 0.858),
+    },
+    "Llama-2-7B zero-shot": {
+        ("BGL", "session"): (0.707, 0.741, 0.753),
+        ("BGL", "template"): (0.686, 0.858, 0.633),
+        ("Spirit", "session"): (0.800, 0.881, 0.861),
+        ("Spirit", "template"): (0.655, 0.839, 0.598),
+    },
+    "RationAnomaly": {
+        ("BGL", "session"): (0.909, 0.900, 0.919),
+        ("BGL", "template"): (0.887, 0.898, 0.881),
+        ("Spirit", "session"): (0.958, 0.959, 0.959),
+        ("Spirit", "template"): (0.862, 0.899, 0.847),
+    },
 }
 PAPER_SOURCE = "paper, Table 2"
 # The paper's test sets (DESIGN.md: "test sets of 8,000 entries / sessions per dataset").
@@ -52,8 +75,11 @@ def paper_rows(dataset: str, level: str) -> list[ResultRow]:
     """The paper's rows that report this dataset and level (empty cells left out)."""
     if (dataset, level) not in COLUMNS:
         raise ValueError(f"no Table 2 column for {dataset!r} / {level!r}; datasets {DATASETS}, levels {LEVELS}")
-    return [ResultRow(m, cells[(dataset, level)], PAPER_SOURCE)
-            for m, cells in PAPER_TABLE2.items() if cells[(dataset, level)] is not None]
+    return [
+        ResultRow(m, cells[(dataset, level)], PAPER_SOURCE)
+        for m, cells in PAPER_TABLE2.items()
+        if cells[(dataset, level)] is not None
+    ]
 
 
 def evaluation_scores(evaluation: Mapping, level: str) -> Scores | None:
@@ -80,8 +106,12 @@ def comparison_table(dataset: str, level: str, ours: Sequence[ResultRow]) -> str
     Every row names its test set: ours is rarely the paper's 8,000-entry set, so a line between the two
     groups says that the rows below were measured on another test set.
     """
-    lines = [f"{dataset} {level} level (abnormal class)", "",
-             "| method | F1 | precision | recall | test set | source |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"{dataset} {level} level (abnormal class)",
+        "",
+        "| method | F1 | precision | recall | test set | source |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     rows = [(row, PAPER_TEST_SETS[level]) for row in paper_rows(dataset, level)]
     for row, test_set in rows:
         f1, precision, recall = (f"{v:.3f}" for v in row.scores)

@@ -96,8 +96,13 @@ def template_samples(templates: Sequence[str], line_labels: Sequence[int]) -> Te
 def warn_mixed(source: str | Path, templates: TemplateSamples) -> None:
     """Log the templates whose lines disagree: their abnormal label is a choice a reader should know about."""
     if templates.mixed:
-        logger.warning("%s: %d of %d templates have both normal and abnormal lines (labelled abnormal), first %r",
-                       source, len(templates.mixed), len(templates.samples), templates.mixed[0])
+        logger.warning(
+            "%s: %d of %d templates have both normal and abnormal lines (labelled abnormal), first %r",
+            source,
+            len(templates.mixed),
+            len(templates.samples),
+            templates.mixed[0],
+        )
 
 
 def session_template_samples(sessions: Iterable[Session]) -> TemplateSamples:
@@ -141,18 +146,21 @@ def read_sessions(path: str | Path) -> list[Session]:
                 tuple(int(v) for v in line_labels),
             )
         except (TypeError, ValueError) as error:
-            raise SampleFormatError(f"{path}: session {index} needs integer 'session_id', 'first_line' and "
-                                    f"'line_labels' (0/1) ({error}); rebuild it with datasets/session_builder.py") \
-                from error
+            raise SampleFormatError(
+                f"{path}: session {index} needs integer 'session_id', 'first_line' and "
+                f"'line_labels' (0/1) ({error}); rebuild it with datasets/session_builder.py"
+            ) from error
         if normalize_label(record["label"]) != session.label:
-            raise SampleFormatError(f"{path}: session {index} is labelled {record['label']!r} but its lines say "
-                                    f"{session.label!r}")
+            raise SampleFormatError(
+                f"{path}: session {index} is labelled {record['label']!r} but its lines say {session.label!r}"
+            )
         sessions.append(session)
     return sessions
 
 
-def window_bounds(line_ids: Sequence[int], window: int = DEFAULT_WINDOW, mode: str = FIXED,
-                  keep_partial: bool = False) -> list[tuple[int, int]]:
+def window_bounds(
+    line_ids: Sequence[int], window: int = DEFAULT_WINDOW, mode: str = FIXED, keep_partial: bool = False
+) -> list[tuple[int, int]]:
     """Row ranges [start, stop) of the windows over a log whose rows carry `line_ids` (in file order).
 
     FIXED: `window` consecutive rows. REFERENCE: the reference builder's rule, a new window once
@@ -170,27 +178,35 @@ def window_bounds(line_ids: Sequence[int], window: int = DEFAULT_WINDOW, mode: s
             bounds.append((start, row))
             start = row
     if start < len(line_ids):
-        last_full = (len(line_ids) - start >= window if mode == FIXED
-                     else line_ids[-1] - line_ids[start] >= window)
+        last_full = len(line_ids) - start >= window if mode == FIXED else line_ids[-1] - line_ids[start] >= window
         if last_full or keep_partial:
             bounds.append((start, len(line_ids)))
     return bounds
 
 
-def build_sessions(line_ids: Sequence[int], templates: Sequence[str], labels: Sequence[int],
-                   window: int = DEFAULT_WINDOW, mode: str = FIXED, keep_partial: bool = False) -> list[Session]:
+def build_sessions(
+    line_ids: Sequence[int],
+    templates: Sequence[str],
+    labels: Sequence[int],
+    window: int = DEFAULT_WINDOW,
+    mode: str = FIXED,
+    keep_partial: bool = False,
+) -> list[Session]:
     """Group consecutive log lines (LineId, EventTemplate, 0/1 label) into numbered session windows."""
     if not len(line_ids) == len(templates) == len(labels):
-        raise ValueError(f"line_ids ({len(line_ids)}), templates ({len(templates)}) and labels ({len(labels)}) "
-                         "must be equally long")
+        raise ValueError(
+            f"line_ids ({len(line_ids)}), templates ({len(templates)}) and labels ({len(labels)}) must be equally long"
+        )
     return [
         Session(index, int(line_ids[start]), tuple(templates[start:stop]), tuple(int(v) for v in labels[start:stop]))
         for index, (start, stop) in enumerate(window_bounds(line_ids, window, mode, keep_partial))
     ]
 
 
-def split_chronological(sessions: Sequence[Session], train_ratio: float = DEFAULT_TRAIN_RATIO,
-                        ) -> tuple[list[Session], list[Session]]:
+def split_chronological(
+    sessions: Sequence[Session],
+    train_ratio: float = DEFAULT_TRAIN_RATIO,
+) -> tuple[list[Session], list[Session]]:
     """The first floor(len * train_ratio) sessions train, the rest test: no future leaks into training."""
     if not 0.0 <= train_ratio <= 1.0:
         raise ValueError(f"train_ratio={train_ratio}; use a fraction between 0 and 1")
@@ -227,17 +243,27 @@ def sample_anomaly_ratio(sessions: Sequence[Session], ratio: float, seed: int) -
 
 def _counts(sessions: Sequence[Session]) -> dict:
     abnormal = anomaly_count(sessions)
-    return {"sessions": len(sessions), "abnormal": abnormal,
-            "anomaly_ratio": round(abnormal / len(sessions), 4) if sessions else None}
+    return {
+        "sessions": len(sessions),
+        "abnormal": abnormal,
+        "anomaly_ratio": round(abnormal / len(sessions), 4) if sessions else None,
+    }
 
 
 OUTPUT_FILES = (TRAIN_FILE, TEST_FILE, TRAIN_TEMPLATES_FILE, TEST_TEMPLATES_FILE, DESC_FILE)
 
 
-def build_session_dataset(input_path: str | Path, output_dir: str | Path, window: int = DEFAULT_WINDOW,
-                          mode: str = FIXED, keep_partial: bool = False, train_ratio: float = DEFAULT_TRAIN_RATIO,
-                          train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO, seed: int = 0,
-                          unsorted: str = "refuse") -> dict:
+def build_session_dataset(
+    input_path: str | Path,
+    output_dir: str | Path,
+    window: int = DEFAULT_WINDOW,
+    mode: str = FIXED,
+    keep_partial: bool = False,
+    train_ratio: float = DEFAULT_TRAIN_RATIO,
+    train_anomaly_ratio: float | None = DEFAULT_TRAIN_ANOMALY_RATIO,
+    seed: int = 0,
+    unsorted: str = "refuse",
+) -> dict:
     """Structured log -> train/test session JSON, their unique templates as sample JSON (test set for session-level
     evaluation) and `data_desc.json` (parameters, seed, input, counts).
 
@@ -251,15 +277,21 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
     check_outputs([output_dir / name for name in OUTPUT_FILES], [input_path])
     log = in_line_order(load_structured_log(input_path), unsorted)
     frame, labels = log.frame, log.line_labels
-    sessions = build_sessions([int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), labels,
-                              window, mode, keep_partial)
+    sessions = build_sessions(
+        [int(v) for v in frame["LineId"]], list(frame["EventTemplate"]), labels, window, mode, keep_partial
+    )
     train_all, test = split_chronological(sessions, train_ratio)
     train = train_all if train_anomaly_ratio is None else sample_anomaly_ratio(train_all, train_anomaly_ratio, seed)
     if not sessions:
-        raise ValueError(f"{input_path}: {len(frame)} lines make no complete window of {window}; pass a smaller "
-                         "--window or --keep_partial")
-    templates = {"all": session_template_samples(sessions), "train": session_template_samples(train),
-                 "test": session_template_samples(test)}
+        raise ValueError(
+            f"{input_path}: {len(frame)} lines make no complete window of {window}; pass a smaller "
+            "--window or --keep_partial"
+        )
+    templates = {
+        "all": session_template_samples(sessions),
+        "train": session_template_samples(train),
+        "test": session_template_samples(test),
+    }
     warn_mixed(input_path, templates["all"])
     used_lines = sum(len(s.templates) for s in sessions)
     desc = {
@@ -267,19 +299,30 @@ def build_session_dataset(input_path: str | Path, output_dir: str | Path, window
         "lines": len(frame),
         "abnormal_lines": sum(labels),
         "duplicate_line_ids": len(log.duplicates),
-        "parameters": {"window": window, "mode": mode, "keep_partial": keep_partial, "train_ratio": train_ratio,
-                       "train_anomaly_ratio": train_anomaly_ratio, "unsorted": unsorted},
+        "parameters": {
+            "window": window,
+            "mode": mode,
+            "keep_partial": keep_partial,
+            "train_ratio": train_ratio,
+            "train_anomaly_ratio": train_anomaly_ratio,
+            "unsorted": unsorted,
+        },
         "seed": seed,
         "dropped_lines": len(frame) - used_lines,
         "all": _counts(sessions),
         "train_before_sampling": _counts(train_all),
         "train": _counts(train),
         "test": _counts(test),
-        "templates": {**{part: t.counts() for part, t in templates.items()},
-                      "test_in_train": len(set(templates["test"].inputs) & set(templates["train"].inputs))},
-        "outputs": {"train": str(output_dir / TRAIN_FILE), "test": str(output_dir / TEST_FILE),
-                    "train_templates": str(output_dir / TRAIN_TEMPLATES_FILE),
-                    "test_templates": str(output_dir / TEST_TEMPLATES_FILE)},
+        "templates": {
+            **{part: t.counts() for part, t in templates.items()},
+            "test_in_train": len(set(templates["test"].inputs) & set(templates["train"].inputs)),
+        },
+        "outputs": {
+            "train": str(output_dir / TRAIN_FILE),
+            "test": str(output_dir / TEST_FILE),
+            "train_templates": str(output_dir / TRAIN_TEMPLATES_FILE),
+            "test_templates": str(output_dir / TEST_TEMPLATES_FILE),
+        },
     }
     with output_set():
         write_sessions(output_dir / TRAIN_FILE, train)

@@ -103,17 +103,23 @@ def training_counts(abnormal: int, normal: int, train_size: int, anomaly_rate: f
     return take_abnormal, take_normal
 
 
-def split_templates(templates: Sequence[Template], train_ratio: float = DEFAULT_TRAIN_RATIO,
-                    train_size: int = DEFAULT_TRAIN_SIZE, anomaly_rate: float = DEFAULT_ANOMALY_RATE,
-                    order: str = CHRONOLOGICAL, seed: int = 0) -> TemplateSplit:
+def split_templates(
+    templates: Sequence[Template],
+    train_ratio: float = DEFAULT_TRAIN_RATIO,
+    train_size: int = DEFAULT_TRAIN_SIZE,
+    anomaly_rate: float = DEFAULT_ANOMALY_RATE,
+    order: str = CHRONOLOGICAL,
+    seed: int = 0,
+) -> TemplateSplit:
     """Split labelled templates into train (at the target rate), test (everything after the pool) and unused."""
     if not 0.0 < train_ratio < 1.0:
         raise ValueError(f"train_ratio={train_ratio}; use a fraction strictly between 0 and 1")
     ordered = order_templates(templates, order, seed)
     cut = int(len(ordered) * train_ratio)
     pool, test = ordered[:cut], ordered[cut:]
-    n_abnormal, n_normal = training_counts(sum(t.label == ABNORMAL for t in pool),
-                                           sum(t.label != ABNORMAL for t in pool), train_size, anomaly_rate)
+    n_abnormal, n_normal = training_counts(
+        sum(t.label == ABNORMAL for t in pool), sum(t.label != ABNORMAL for t in pool), train_size, anomaly_rate
+    )
     train, unused, taken = [], [], {ABNORMAL: 0, NORMAL: 0}
     limits = {ABNORMAL: n_abnormal, NORMAL: n_normal}
     for template in pool:
@@ -131,8 +137,9 @@ def _template_key(match: str):
     return normalize_template if match == NORMALIZED else str
 
 
-def exclude_training_templates(sessions: Iterable[Session], train_templates: Iterable[str],
-                               match: str = EXACT) -> tuple[list[Session], list[Session]]:
+def exclude_training_templates(
+    sessions: Iterable[Session], train_templates: Iterable[str], match: str = EXACT
+) -> tuple[list[Session], list[Session]]:
     """(kept, dropped): a session is dropped if any of its lines has a training template (paper's rule)."""
     key = _template_key(match)
     seen = {key(t) for t in train_templates}
@@ -147,8 +154,11 @@ def _rate(templates: Sequence[Template]) -> float | None:
 
 
 def _describe(templates: Sequence[Template]) -> dict:
-    return {"entries": len(templates), "abnormal": sum(t.label == ABNORMAL for t in templates),
-            "anomaly_rate": _rate(templates)}
+    return {
+        "entries": len(templates),
+        "abnormal": sum(t.label == ABNORMAL for t in templates),
+        "anomaly_rate": _rate(templates),
+    }
 
 
 def achievability_note(split: TemplateSplit, train_size: int, anomaly_rate: float) -> str:
@@ -157,9 +167,11 @@ def achievability_note(split: TemplateSplit, train_size: int, anomaly_rate: floa
     if len(split.train) >= train_size and achieved is not None and abs(achieved - anomaly_rate) < 0.005:
         return f"targets met: {len(split.train)} entries at {achieved:.2%} abnormal"
     pool_abnormal = sum(t.label == ABNORMAL for t in split.train + split.unused)
-    return (f"target {train_size} entries at {anomaly_rate:.0%} not achievable: the training pool has "
-            f"{len(split.train) + len(split.unused)} templates, {pool_abnormal} abnormal; took {len(split.train)} "
-            f"at {achieved if achieved is None else f'{achieved:.2%}'} abnormal")
+    return (
+        f"target {train_size} entries at {anomaly_rate:.0%} not achievable: the training pool has "
+        f"{len(split.train) + len(split.unused)} templates, {pool_abnormal} abnormal; took {len(split.train)} "
+        f"at {achieved if achieved is None else f'{achieved:.2%}'} abnormal"
+    )
 
 
 def read_templates(path: str | Path, unsorted: str = REFUSE) -> tuple[list[Template], dict]:
@@ -171,21 +183,39 @@ def read_templates(path: str | Path, unsorted: str = REFUSE) -> tuple[list[Templ
     """
     if detect_format(path) == SHEET:
         sheet = load_template_sheet(path)
-        return ([Template(s.input, s.label) for s in sheet.samples],
-                {"format": SHEET, "duplicates": len(sheet.duplicates)})
+        return (
+            [Template(s.input, s.label) for s in sheet.samples],
+            {"format": SHEET, "duplicates": len(sheet.duplicates)},
+        )
     log = in_line_order(load_structured_log(path), unsorted)
     labels = log.line_labels
     derived = template_samples(list(log.frame["EventTemplate"]), labels)
     warn_mixed(path, derived)
-    return ([Template(s.input, s.label) for s in derived.samples],
-            {"format": STRUCTURED, "lines": len(log.frame), "abnormal_lines": sum(labels),
-             "duplicate_line_ids": len(log.duplicates), "mixed_labels": len(derived.mixed)})
+    return (
+        [Template(s.input, s.label) for s in derived.samples],
+        {
+            "format": STRUCTURED,
+            "lines": len(log.frame),
+            "abnormal_lines": sum(labels),
+            "duplicate_line_ids": len(log.duplicates),
+            "mixed_labels": len(derived.mixed),
+        },
+    )
 
 
-def build_template_split(input_path: str | Path, output_dir: str | Path, name: str,
-                         train_ratio: float = DEFAULT_TRAIN_RATIO, train_size: int = DEFAULT_TRAIN_SIZE,
-                         anomaly_rate: float = DEFAULT_ANOMALY_RATE, order: str = CHRONOLOGICAL, seed: int = 0,
-                         sessions_path: str | Path | None = None, match: str = EXACT, unsorted: str = REFUSE) -> dict:
+def build_template_split(
+    input_path: str | Path,
+    output_dir: str | Path,
+    name: str,
+    train_ratio: float = DEFAULT_TRAIN_RATIO,
+    train_size: int = DEFAULT_TRAIN_SIZE,
+    anomaly_rate: float = DEFAULT_ANOMALY_RATE,
+    order: str = CHRONOLOGICAL,
+    seed: int = 0,
+    sessions_path: str | Path | None = None,
+    match: str = EXACT,
+    unsorted: str = REFUSE,
+) -> dict:
     """Template sheet or structured log -> `{name}_train.json`, `{name}_test.json` (reference layout, normal/abnormal),
     optionally `{name}_test_sessions.json` without sessions that contain a training template, and
     `{name}_split.json` (parameters, seed, inputs, counts, achievability). Returns that metadata.
@@ -202,15 +232,23 @@ def build_template_split(input_path: str | Path, output_dir: str | Path, name: s
     split = split_templates(templates, train_ratio, train_size, anomaly_rate, order, seed)
     if not split.train or not split.test:
         side = "training" if not split.train else "test"
-        raise ValueError(f"{input_path}: {len(templates)} templates leave the {side} side empty at --train_ratio "
-                         f"{train_ratio}; a split needs templates on both sides")
+        raise ValueError(
+            f"{input_path}: {len(templates)} templates leave the {side} side empty at --train_ratio "
+            f"{train_ratio}; a split needs templates on both sides"
+        )
     meta = {
         "dataset": name,
         "input": str(input_path),
         "templates": len(templates),
         **source,
-        "parameters": {"order": order, "train_ratio": train_ratio, "train_size": train_size,
-                       "anomaly_rate": anomaly_rate, "match": match, "unsorted": unsorted},
+        "parameters": {
+            "order": order,
+            "train_ratio": train_ratio,
+            "train_size": train_size,
+            "anomaly_rate": anomaly_rate,
+            "match": match,
+            "unsorted": unsorted,
+        },
         "seed": seed,
         "train": _describe(split.train),
         "test": _describe(split.test),
@@ -220,13 +258,20 @@ def build_template_split(input_path: str | Path, output_dir: str | Path, name: s
     kept: list[Session] = []
     if sessions_path is not None:
         kept, dropped = exclude_training_templates(read_sessions(sessions_path), (t.text for t in split.train), match)
-        meta["sessions"] = {"input": str(sessions_path), "kept": len(kept), "dropped": len(dropped),
-                            "kept_abnormal": sum(s.label == ABNORMAL for s in kept),
-                            "dropped_abnormal": sum(s.label == ABNORMAL for s in dropped)}
+        meta["sessions"] = {
+            "input": str(sessions_path),
+            "kept": len(kept),
+            "dropped": len(dropped),
+            "kept_abnormal": sum(s.label == ABNORMAL for s in kept),
+            "dropped_abnormal": sum(s.label == ABNORMAL for s in dropped),
+        }
         if not kept:  # a secondary output may be empty (it is written and said); evaluation refuses it
-            logger.warning("%s: every one of its %d sessions holds a training template, so the session test set "
-                           "is empty; split with a smaller --train_ratio for session-level evaluation",
-                           sessions_path, len(dropped))
+            logger.warning(
+                "%s: every one of its %d sessions holds a training template, so the session test set "
+                "is empty; split with a smaller --train_ratio for session-level evaluation",
+                sessions_path,
+                len(dropped),
+            )
     meta["outputs"] = {key: str(path) for key, path in outputs.items()}
     with output_set():
         write_samples(outputs["train"], [Sample(t.text, t.label) for t in split.train])

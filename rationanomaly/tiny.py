@@ -60,8 +60,9 @@ def build_tiny_tokenizer(path: str | Path, corpus: Iterable[str] = DEFAULT_CORPU
     return tokenizer
 
 
-def build_tiny_llama(path: str | Path, tokenizer=None, seed: int = 0, hidden_size: int = 16, layers: int = 2,
-                     heads: int = 2):
+def build_tiny_llama(
+    path: str | Path, tokenizer=None, seed: int = 0, hidden_size: int = 16, layers: int = 2, heads: int = 2
+):
     """A randomly initialised 2-layer Llama saved beside its tokenizer in `path` (seeded, deterministic)."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -90,8 +91,15 @@ def build_tiny_llama(path: str | Path, tokenizer=None, seed: int = 0, hidden_siz
     return model
 
 
-def build_tiny_gpt2(path: str | Path, seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 2,
-                    vocab_size: int | None = None, tokenizer=None):
+def build_tiny_gpt2(
+    path: str | Path,
+    seed: int = 0,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    n_head: int = 2,
+    vocab_size: int | None = None,
+    tokenizer=None,
+):
     """A randomly initialised GPT-2 (DistilGPT-2 when called with 6 layers, width 768, 12 heads, 50,257 tokens).
 
     Saved with a byte-level BPE tokenizer so the reward's perplexity path loads it like the real
@@ -146,11 +154,19 @@ def sample_corpus() -> list[str]:
 
 def token_blocks(token_ids: list[int], block: int) -> list[list[int]]:
     """Consecutive windows of `block` tokens over the concatenated corpus (the last, short one dropped)."""
-    return [token_ids[start:start + block] for start in range(0, len(token_ids) - block + 1, block)]
+    return [token_ids[start : start + block] for start in range(0, len(token_ids) - block + 1, block)]
 
 
-def pretrain_causal_lm(model, tokenizer, texts: Iterable[str], steps: int = PRETRAIN_STEPS, lr: float = PRETRAIN_LR,
-                       block: int = PRETRAIN_BLOCK, batch: int = PRETRAIN_BATCH, seed: int = 0) -> list[float]:
+def pretrain_causal_lm(
+    model,
+    tokenizer,
+    texts: Iterable[str],
+    steps: int = PRETRAIN_STEPS,
+    lr: float = PRETRAIN_LR,
+    block: int = PRETRAIN_BLOCK,
+    batch: int = PRETRAIN_BATCH,
+    seed: int = 0,
+) -> list[float]:
     """Plain next-token training on `texts` (each wrapped in BOS/EOS, concatenated, cut in blocks); the losses.
 
     Seeded: the same corpus and seed give the same weights.
@@ -159,8 +175,11 @@ def pretrain_causal_lm(model, tokenizer, texts: Iterable[str], steps: int = PRET
 
     token_ids: list[int] = []
     for text in texts:
-        token_ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False).input_ids,
-                      tokenizer.eos_token_id]
+        token_ids += [
+            tokenizer.bos_token_id,
+            *tokenizer(text, add_special_tokens=False).input_ids,
+            tokenizer.eos_token_id,
+        ]
     blocks = torch.tensor(token_blocks(token_ids, block))
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -195,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="python -m rationanomaly.tiny --llama DIR --gpt2 DIR")
-    parser.add_argument("--llama", type=Path,
-                        help="folder for a tiny random Llama (base model stand-in; DEVICE=cpu can train it)")
+    parser.add_argument(
+        "--llama", type=Path, help="folder for a tiny random Llama (base model stand-in; DEVICE=cpu can train it)"
+    )
     parser.add_argument("--gpt2", type=Path, help="folder for a tiny random GPT-2 (DistilGPT-2 stand-in)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

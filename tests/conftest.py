@@ -28,8 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     folder = public_data_dir()
     if folder is not None and not folder.is_dir():
-        raise pytest.UsageError(f"{PUBLIC_DATA_ENV}={folder} is not a folder; point it at the public data folder "
-                                f"(CI uses ../shared/data) or unset it to skip the tests that need it")
+        raise pytest.UsageError(
+            f"{PUBLIC_DATA_ENV}={folder} is not a folder; point it at the public data folder "
+            f"(CI uses ../shared/data) or unset it to skip the tests that need it"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -107,8 +109,11 @@ def snapshot():
     """Every file under a folder with its bytes and mode: equal snapshots mean nothing was changed or added."""
 
     def take(folder: Path) -> dict[str, tuple[bytes, int]]:
-        return {str(p.relative_to(folder)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
-                for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(folder)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(Path(folder).rglob("*"))
+            if p.is_file()
+        }
 
     return take
 

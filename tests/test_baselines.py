@@ -16,17 +16,23 @@ from rationanomaly.response import tags_in_order
 from rationanomaly.samples import Sample, write_samples
 
 
-@pytest.mark.parametrize(("log", "expected"), [
-    ("kernel panic", ABNORMAL),  # failure word
-    ("ciod: Error reading message prefix on CioStream socket to <*> Connection timed out", ABNORMAL),  # two-word phrase
-    ("Lustre mount FAILED : bglio<*> : point <*>", ABNORMAL),  # upper case
-    ("external input interrupt (unit=0x02 bit=0x00): uncorrectable torus error", ABNORMAL),  # not 'correctable'
-    ("instruction cache parity error corrected", NORMAL),  # handled error
-    ("<*> ddr errors(s) detected and corrected on rank <*>", NORMAL),  # handled error, plural
-    ("generating core.<*>", NORMAL),  # no failure word
-    ("non-fatal warning from failover daemon", NORMAL),  # 'fatal' and 'fail' only inside other words
-    ("", NORMAL),  # empty template
-])
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        ("kernel panic", ABNORMAL),  # failure word
+        (
+            "ciod: Error reading message prefix on CioStream socket to <*> Connection timed out",
+            ABNORMAL,
+        ),  # two-word phrase
+        ("Lustre mount FAILED : bglio<*> : point <*>", ABNORMAL),  # upper case
+        ("external input interrupt (unit=0x02 bit=0x00): uncorrectable torus error", ABNORMAL),  # not 'correctable'
+        ("instruction cache parity error corrected", NORMAL),  # handled error
+        ("<*> ddr errors(s) detected and corrected on rank <*>", NORMAL),  # handled error, plural
+        ("generating core.<*>", NORMAL),  # no failure word
+        ("non-fatal warning from failover daemon", NORMAL),  # 'fatal' and 'fail' only inside other words
+        ("", NORMAL),  # empty template
+    ],
+)
 def test_keyword_label_flags_failure_words_unless_handled(log, expected):
     assert keyword_label(log)[0] == expected
 

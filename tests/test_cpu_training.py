@@ -64,14 +64,17 @@ def test_reward_components_are_logged_per_step_and_add_up_to_the_reward(grpo_ste
     for step, metrics in grpo_steps.items():
         means = {key: metrics[f"reward_components/{key}/mean"] for key in REWARD_KEYS}
         assert means["score"] == pytest.approx(metrics["critic/score/mean"], abs=1e-4), step
-        assert means["score"] == pytest.approx(means["format"] + means["answer"] + THINK_WEIGHT * means["think"],
-                                               abs=1e-6), step
+        assert means["score"] == pytest.approx(
+            means["format"] + means["answer"] + THINK_WEIGHT * means["think"], abs=1e-6
+        ), step
 
 
 def test_reward_responses_vary_so_grpo_has_advantages(grpo_steps):
     """Some rollouts are well formed and some not: GRPO sees reward differences (the SFT stage did its job)."""
-    assert any(metrics["reward_components/format/max"] > 0 > metrics["reward_components/format/min"]
-               for metrics in grpo_steps.values())
+    assert any(
+        metrics["reward_components/format/max"] > 0 > metrics["reward_components/format/min"]
+        for metrics in grpo_steps.values()
+    )
 
 
 def test_sft_trained_every_step_with_a_finite_falling_loss(sft_steps):
@@ -118,8 +121,9 @@ def test_sft_export_merged_the_lora_adapter_into_the_base_weights(demo_run):
 
     base = load_file(demo_run / "models" / "tiny-llama" / "model.safetensors")
     sft = load_file(demo_run / "models" / "RationAnomaly-SFT" / "model.safetensors")
-    moved = [name for name in base if "proj" in name and not torch.allclose(base[name].float(), sft[name].float(),
-                                                                           atol=1e-3)]
+    moved = [
+        name for name in base if "proj" in name and not torch.allclose(base[name].float(), sft[name].float(), atol=1e-3)
+    ]
     assert moved, "no linear weight changed: the LoRA adapter was not merged"
     assert torch.equal(base["model.embed_tokens.weight"].bfloat16(), sft["model.embed_tokens.weight"])
 

@@ -47,7 +47,10 @@ def test_demo_runs_end_to_end_and_summarises_the_sample(demo_run):
     sessions = json.loads((out / "evaluation" / "BGL_sessions_by_rules.json").read_text())["session"]
     assert sessions["total"] == 3 and sessions["dropped"] == 0
     assert sorted(p.name for p in (out / "watch").glob("*.png")) == [
-        "length_kl_entropy.png", "reward.png", "reward_components.png", "timing.png",
+        "length_kl_entropy.png",
+        "reward.png",
+        "reward_components.png",
+        "timing.png",
     ]
     steps = json.loads((out / "summary.json").read_text())["steps"]
     assert [s["name"] for s in steps] == [s.name for s in demo.demo_steps(out)]

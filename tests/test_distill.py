@@ -59,8 +59,9 @@ class Script:
                 self.good += 1
         if isinstance(step, int):
             return step, {"error": {"message": f"scripted {step}"}}, {"Retry-After": "0"} if step == 429 else {}
-        text = cot_label(f"Step 1: the template {template} is examined. Step 2: decide.", label) if step == GOOD \
-            else step
+        text = (
+            cot_label(f"Step 1: the template {template} is examined. Step 2: decide.", label) if step == GOOD else step
+        )
         return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}, {}
 
 
@@ -107,8 +108,19 @@ def serve(script: Script):
 
 def config(url: str, **overrides) -> DistillConfig:
     """Fast settings: no real sleeping (tests pass a recording sleep), short timeout."""
-    return DistillConfig(**{"base_url": url, "model": "teacher", "timeout": 10.0, "concurrency": 4, "retries": 2,
-                            "invalid_retries": 2, "backoff": 0.5, "seed": 3, **overrides})
+    return DistillConfig(
+        **{
+            "base_url": url,
+            "model": "teacher",
+            "timeout": 10.0,
+            "concurrency": 4,
+            "retries": 2,
+            "invalid_retries": 2,
+            "backoff": 0.5,
+            "seed": 3,
+            **overrides,
+        }
+    )
 
 
 def templates(n: int) -> list[Sample]:
@@ -151,21 +163,27 @@ def test_distill_messages_give_template_and_normalized_label():
 
 def test_distill_retries_errors_and_invalid_answers_then_reports_failures(tmp_path):
     t = templates(6)
-    script = Script({
-        t[0].input: [500, GOOD],  # server error, then fine
-        t[1].input: [429, GOOD],  # rate limited (Retry-After: 0), then fine
-        t[2].input: ["no tags at all", GOOD],  # malformed answer is asked again
-        t[3].input: [cot_label("It is fine.", NORMAL)],  # always the wrong label (t[3] is abnormal)
-        t[4].input: [503],  # never recovers
-    })
+    script = Script(
+        {
+            t[0].input: [500, GOOD],  # server error, then fine
+            t[1].input: [429, GOOD],  # rate limited (Retry-After: 0), then fine
+            t[2].input: ["no tags at all", GOOD],  # malformed answer is asked again
+            t[3].input: [cot_label("It is fine.", NORMAL)],  # always the wrong label (t[3] is abnormal)
+            t[4].input: [503],  # never recovers
+        }
+    )
     sleeps = []
     with serve(script) as url:
         result = distill(t, config(url), tmp_path / "cache.jsonl", sleep=sleeps.append, progress=False)
     assert [r.input for r in result.rationales] == [t[i].input for i in (0, 1, 2, 5)]
-    assert all(r.reasoning.endswith(f"<answer>{t[i].label}</answer>")
-               for r, i in zip(result.rationales, (0, 1, 2, 5), strict=True))
+    assert all(
+        r.reasoning.endswith(f"<answer>{t[i].label}</answer>")
+        for r, i in zip(result.rationales, (0, 1, 2, 5), strict=True)
+    )
     assert {f["input"]: (f["status"], f["reason"]) for f in result.failures} == {
-        t[3].input: (FAILED, "conflict"), t[4].input: (FAILED, "request_failed")}
+        t[3].input: (FAILED, "conflict"),
+        t[4].input: (FAILED, "request_failed"),
+    }
     requests = Counter(script.requests)
     assert [requests[s.input] for s in t] == [2, 2, 2, 3, 3, 1]  # 1 + invalid_retries; 1 + retries
     assert sorted(sleeps) == [0.0, 0.5, 0.5, 1.0]  # 500 and 503 back off 0.5 then 1.0; 429 obeys Retry-After: 0
@@ -241,19 +259,48 @@ def test_cot_distill_cli_distils_missing_and_rejected_then_joins(tmp_path):
     sheet = tmp_path / "templates.csv"
     sheet.write_text("log,label\nfan speed normal <*>,0\ndisk failure on <*>,1\nuser <*> logged in,0\n")
     rationales = tmp_path / "rationales.json"
-    rationales.write_text(json.dumps([
-        {"instruction": "i", "input": "fan speed normal <*>", "label": "normal",
-         "reasoning": cot_label("Routine reading.", NORMAL)},
-        {"instruction": "i", "input": "disk failure on <*>", "label": "normal",
-         "reasoning": cot_label("Looks routine.", NORMAL)},  # conflicts with the label 1
-    ]))
+    rationales.write_text(
+        json.dumps(
+            [
+                {
+                    "instruction": "i",
+                    "input": "fan speed normal <*>",
+                    "label": "normal",
+                    "reasoning": cot_label("Routine reading.", NORMAL),
+                },
+                {
+                    "instruction": "i",
+                    "input": "disk failure on <*>",
+                    "label": "normal",
+                    "reasoning": cot_label("Looks routine.", NORMAL),
+                },  # conflicts with the label 1
+            ]
+        )
+    )
     spec = spec_from_file_location("cot_distill_cli", REPO_ROOT / "datasets" / "cot_distill.py")
     cli = module_from_spec(spec)
     spec.loader.exec_module(cli)
     script, out = Script(), tmp_path / "out"
     with serve(script) as url:
-        assert cli.main(["--input", str(sheet), "--rationales", str(rationales), "--output_dir", str(out),
-                         "--base_url", url, "--model", "teacher", "--concurrency", "2"]) == 0
+        assert (
+            cli.main(
+                [
+                    "--input",
+                    str(sheet),
+                    "--rationales",
+                    str(rationales),
+                    "--output_dir",
+                    str(out),
+                    "--base_url",
+                    url,
+                    "--model",
+                    "teacher",
+                    "--concurrency",
+                    "2",
+                ]
+            )
+            == 0
+        )
     assert sorted(script.requests) == ["disk failure on <*>", "user <*> logged in"]
     samples = read_samples(out / "train_cot.json")
     assert [s.input for s in samples] == ["fan speed normal <*>", "disk failure on <*>", "user <*> logged in"]
@@ -286,7 +333,7 @@ def test_connection_broken_mid_reply_is_retried(monkeypatch):
     def urlopen(request, timeout):
         calls.append(request.full_url)
         if len(calls) == 1:
-            raise http.client.IncompleteRead(b"{\"cho")  # the server hung up halfway through the body
+            raise http.client.IncompleteRead(b'{"cho')  # the server hung up halfway through the body
         return Reply()
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
@@ -314,22 +361,28 @@ def _cli_inputs(tmp_path):
     return ["--input", str(sheet), "--output_dir", str(tmp_path / "out"), "--retries", "0"]
 
 
-@pytest.mark.parametrize(("steps", "failed"), [
-    ({"fan speed normal <*>": [503], "disk failure on <*>": [503], "user <*> logged in": [503]}, 3),  # all fail
-    ({"disk failure on <*>": [503]}, 1),  # some fail
-])
+@pytest.mark.parametrize(
+    ("steps", "failed"),
+    [
+        ({"fan speed normal <*>": [503], "disk failure on <*>": [503], "user <*> logged in": [503]}, 3),  # all fail
+        ({"disk failure on <*>": [503]}, 1),  # some fail
+    ],
+)
 def test_cot_distill_cli_exits_1_when_a_requested_rationale_could_not_be_made(tmp_path, cli, steps, failed):
     with serve(Script(steps)) as url:
         result = cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), "--base_url", url, "--model", "teacher"])
     assert result.code == 1
-    assert result.errors == [f"error: {failed} of 3 templates could not be distilled (request_failed: {failed}); "
-                             f"they are listed in {tmp_path / 'out' / 'missing.json'} and the cache: rerun the same "
-                             "command to ask again"]
+    assert result.errors == [
+        f"error: {failed} of 3 templates could not be distilled (request_failed: {failed}); "
+        f"they are listed in {tmp_path / 'out' / 'missing.json'} and the cache: rerun the same "
+        "command to ask again"
+    ]
     report = json.loads((tmp_path / "out" / "cot_report.json").read_text())
     assert (report["distillation"]["failed"], report["missing"]) == (failed, failed)  # outputs say what is missing
     with serve(Script()) as url:  # the rerun asks only for the failures and then succeeds
-        assert cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), "--base_url", url, "--model",
-                                               "teacher"]).code == 0
+        assert (
+            cli("datasets/cot_distill.py", [*_cli_inputs(tmp_path), "--base_url", url, "--model", "teacher"]).code == 0
+        )
 
 
 def test_distill_fails_fast_with_one_probe_when_nothing_listens(tmp_path, monkeypatch):
@@ -343,10 +396,18 @@ def test_distill_fails_fast_with_one_probe_when_nothing_listens(tmp_path, monkey
         raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
 
     monkeypatch.setattr(urllib.request, "urlopen", refused)
-    with pytest.raises(DistillError, match=r"cannot reach http://127.0.0.1:9/v1/models \(\[Errno 111\] Connection "
-                                           r"refused\); start the server"):
-        distill(templates(5), config("http://127.0.0.1:9/v1"), tmp_path / "cache.jsonl", sleep=lambda s: None,
-                progress=False)
+    with pytest.raises(
+        DistillError,
+        match=r"cannot reach http://127.0.0.1:9/v1/models \(\[Errno 111\] Connection "
+        r"refused\); start the server",
+    ):
+        distill(
+            templates(5),
+            config("http://127.0.0.1:9/v1"),
+            tmp_path / "cache.jsonl",
+            sleep=lambda s: None,
+            progress=False,
+        )
     assert calls == ["http://127.0.0.1:9/v1/models"]  # one probe, no request per item, no retries
 
 

@@ -30,7 +30,7 @@ LORA_RANK, LORA_ALPHA = 4, 8
 # checkpoint manager (which itself needs CUDA): per rank a state dict of DTensors sharded Shard(0) over an
 # ("fsdp",) mesh, plus fsdp_config.json, huggingface/ and the step tracker. World size 1 is saved as
 # plain full tensors (the merger's non-DTensor path), so a single launch writes every checkpoint.
-SHARD_WRITER = r'''
+SHARD_WRITER = r"""
 import json, sys
 from pathlib import Path
 import torch
@@ -80,7 +80,7 @@ write("full1", 1, False)
 write("full2", 2, False)
 write("lora2", 2, True)
 dist.destroy_process_group()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,19 @@ def checkpoints(tiny_llama_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
     script = root / "write_shards.py"
     script.write_text(SHARD_WRITER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-               str(tiny_llama_dir), str(root), str(LORA_RANK), str(LORA_ALPHA), str(STEP)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tiny_llama_dir),
+        str(root),
+        str(LORA_RANK),
+        str(LORA_ALPHA),
+        str(STEP),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     return root
@@ -98,8 +109,7 @@ def checkpoints(tiny_llama_dir, tmp_path_factory) -> Path:
 
 def run_export_script(checkpoints: Path, target: Path, **knobs: str) -> subprocess.CompletedProcess:
     """model_export.sh as a user runs it, with this interpreter."""
-    env = {**os.environ, "PYTHON": sys.executable, "CHECKPOINTS": str(checkpoints), "TARGET_DIR": str(target),
-           **knobs}
+    env = {**os.environ, "PYTHON": sys.executable, "CHECKPOINTS": str(checkpoints), "TARGET_DIR": str(target), **knobs}
     return subprocess.run(["bash", str(REPO_ROOT / "model_export.sh")], env=env, capture_output=True, text=True)
 
 
@@ -124,22 +134,34 @@ def input_ids():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, world_size", [("full1", 1), ("full2", 2)])
-def test_verl_merger_turns_fsdp_shards_into_a_model_with_the_original_logits(checkpoints, tiny_llama_dir, tmp_path,
-                                                                             monkeypatch, input_ids, name, world_size):
+def test_verl_merger_turns_fsdp_shards_into_a_model_with_the_original_logits(
+    checkpoints, tiny_llama_dir, tmp_path, monkeypatch, input_ids, name, world_size
+):
     import torch
     from transformers import AutoModelForCausalLM
     from verl.model_merger.__main__ import main as verl_merger
 
     local_dir = checkpoint_dir(checkpoints / name)
     assert len(list(local_dir.glob(f"model_world_size_{world_size}_rank_*.pt"))) == world_size
-    monkeypatch.setattr(sys, "argv", ["verl.model_merger", "merge", "--backend", "fsdp", "--local_dir",
-                                      str(local_dir), "--target_dir", str(tmp_path / "exported")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "verl.model_merger",
+            "merge",
+            "--backend",
+            "fsdp",
+            "--local_dir",
+            str(local_dir),
+            "--target_dir",
+            str(tmp_path / "exported"),
+        ],
+    )
     verl_merger()
     assert merge_lora_adapter(tmp_path / "exported") is False
     original = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
     original.to(torch.bfloat16).to(torch.float32)  # verl's merger always writes bf16
-    torch.testing.assert_close(logits(tmp_path / "exported", input_ids), logits(original, input_ids),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits(tmp_path / "exported", input_ids), logits(original, input_ids), atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +191,9 @@ def test_lora_export_weights_differ_from_the_base(lora_export, tiny_llama_dir):
     merged = AutoModelForCausalLM.from_pretrained(str(root / "exported"), dtype=torch.float32).state_dict()
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32).state_dict()
     changed = {key for key in base if not torch.allclose(merged[key], base[key], atol=1e-2)}
-    assert changed == {f"model.layers.{layer}.self_attn.{proj}.weight" for layer in range(2)
-                       for proj in ("q_proj", "v_proj")}
+    assert changed == {
+        f"model.layers.{layer}.self_attn.{proj}.weight" for layer in range(2) for proj in ("q_proj", "v_proj")
+    }
 
 
 @pytest.mark.slow
@@ -191,8 +214,9 @@ def test_lora_export_matches_the_adapter_applied_model(lora_export, tiny_llama_d
     exported = AutoModelForCausalLM.from_pretrained(str(root / "exported"), dtype=torch.float32).state_dict()
     assert exported.keys() == expected.keys()
     for key in expected:
-        torch.testing.assert_close(exported[key], expected[key], rtol=2**-8, atol=1e-6,
-                                   msg=lambda message, key=key: f"{key}: {message}")
+        torch.testing.assert_close(
+            exported[key], expected[key], rtol=2**-8, atol=1e-6, msg=lambda message, key=key: f"{key}: {message}"
+        )
     assert logits(root / "exported", input_ids).isfinite().all()
 
 
@@ -202,10 +226,13 @@ def test_merge_lora_twice_is_a_no_op_the_second_time(lora_export):
     assert merge_lora_adapter(root / "exported") is False
 
 
-@pytest.mark.parametrize("files, expected", [
-    ({"latest_checkpointed_iteration.txt": "30", "global_step_40/x": ""}, 30),  # the tracker wins
-    ({"global_step_10/x": "", "global_step_20/x": "", "global_step_x/x": ""}, 20),  # no tracker: highest step
-])
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"latest_checkpointed_iteration.txt": "30", "global_step_40/x": ""}, 30),  # the tracker wins
+        ({"global_step_10/x": "", "global_step_20/x": "", "global_step_x/x": ""}, 20),  # no tracker: highest step
+    ],
+)
 def test_latest_step_reads_the_tracker_or_the_highest_step_folder(tmp_path, files, expected):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -213,21 +240,27 @@ def test_latest_step_reads_the_tracker_or_the_highest_step_folder(tmp_path, file
     assert latest_step(tmp_path) == expected
 
 
-@pytest.mark.parametrize("layout, expected", [
-    ("global_step_3/actor/fsdp_config.json", "global_step_3/actor"),  # GRPO layout
-    ("global_step_3/fsdp_config.json", "global_step_3"),  # SFT layout: no actor/
-])
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        ("global_step_3/actor/fsdp_config.json", "global_step_3/actor"),  # GRPO layout
+        ("global_step_3/fsdp_config.json", "global_step_3"),  # SFT layout: no actor/
+    ],
+)
 def test_checkpoint_dir_finds_the_grpo_and_the_sft_layout(tmp_path, layout, expected):
     (tmp_path / layout).parent.mkdir(parents=True)
     (tmp_path / layout).write_text("{}")
     assert checkpoint_dir(tmp_path, 3) == tmp_path / expected
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: None, "no checkpoint under"),  # empty folder
-    (lambda p: (p / "latest_checkpointed_iteration.txt").write_text("abc"), "not a step number"),
-    (lambda p: (p / "global_step_2").mkdir(), "holds no FSDP checkpoint"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "no checkpoint under"),  # empty folder
+        (lambda p: (p / "latest_checkpointed_iteration.txt").write_text("abc"), "not a step number"),
+        (lambda p: (p / "global_step_2").mkdir(), "holds no FSDP checkpoint"),
+    ],
+)
 def test_checkpoint_dir_fails_with_a_fix_when_there_is_nothing_to_export(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(ExportError, match=message):
@@ -246,7 +279,6 @@ def test_export_script_fails_clearly_without_a_checkpoint(tmp_path):
     assert result.returncode != 0
     assert "no checkpoint under" in result.stderr
     assert not (tmp_path / "exported").exists()
-
 
 
 def test_failed_merge_keeps_the_model_that_overwrite_would_replace(tmp_path):
@@ -283,25 +315,31 @@ def export_layout(root: Path) -> Path:
     return root / "targets" / "run"
 
 
-@pytest.mark.parametrize("target, overwrite, expected", [
-    ("models/new", False, "new"),
-    ("models/empty", False, "empty"),
-    ("models/previous", True, "replace"),  # an earlier export, replaced on request
-])
+@pytest.mark.parametrize(
+    "target, overwrite, expected",
+    [
+        ("models/new", False, "new"),
+        ("models/empty", False, "empty"),
+        ("models/previous", True, "replace"),  # an earlier export, replaced on request
+    ],
+)
 def test_check_target_allows_new_empty_and_earlier_exports(tmp_path, target, overwrite, expected):
     checkpoints = export_layout(tmp_path)
     assert check_target(checkpoints, tmp_path / target, overwrite) == expected
 
 
-@pytest.mark.parametrize("target, overwrite, message", [
-    ("targets/run", True, "is inside the checkpoint folder"),  # the checkpoint folder itself
-    ("targets/run/global_step_1", True, "is inside the checkpoint folder"),
-    ("targets", True, "contains the checkpoint folder"),
-    (".", True, "contains the checkpoint folder"),
-    ("models/notes", True, "holds files that model_export.sh did not write"),  # OVERWRITE=1 never deletes it
-    ("models/previous", False, "already holds an export; set OVERWRITE=1"),
-    ("models/file.txt", True, "exists and is not a folder"),
-])
+@pytest.mark.parametrize(
+    "target, overwrite, message",
+    [
+        ("targets/run", True, "is inside the checkpoint folder"),  # the checkpoint folder itself
+        ("targets/run/global_step_1", True, "is inside the checkpoint folder"),
+        ("targets", True, "contains the checkpoint folder"),
+        (".", True, "contains the checkpoint folder"),
+        ("models/notes", True, "holds files that model_export.sh did not write"),  # OVERWRITE=1 never deletes it
+        ("models/previous", False, "already holds an export; set OVERWRITE=1"),
+        ("models/file.txt", True, "exists and is not a folder"),
+    ],
+)
 def test_check_target_refuses_what_the_export_would_damage(tmp_path, target, overwrite, message):
     checkpoints = export_layout(tmp_path)
     with pytest.raises(ExportError, match=message):
@@ -315,16 +353,19 @@ def test_check_target_sees_through_a_symlink_into_the_checkpoints(tmp_path):
         check_target(checkpoints, tmp_path / "models" / "link", True)
 
 
-@pytest.mark.parametrize("target, knobs, message", [
-    ("targets/run", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
-    ("targets/run/global_step_1/actor/out", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
-    ("targets", {"OVERWRITE": "1"}, "contains the checkpoint folder"),
-    ("models/notes", {"OVERWRITE": "yes"}, "did not write"),
-    ("models/previous", {}, "already holds an export"),
-    ("models/file.txt", {"OVERWRITE": "1"}, "is not a folder"),
-    ("models/new", {"OVERWRITE": "perhaps"}, "OVERWRITE=perhaps is not a yes/no value"),
-    ("models/new", {"STEP": "$(touch x)"}, "is not a step number"),
-])
+@pytest.mark.parametrize(
+    "target, knobs, message",
+    [
+        ("targets/run", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
+        ("targets/run/global_step_1/actor/out", {"OVERWRITE": "1"}, "is inside the checkpoint folder"),
+        ("targets", {"OVERWRITE": "1"}, "contains the checkpoint folder"),
+        ("models/notes", {"OVERWRITE": "yes"}, "did not write"),
+        ("models/previous", {}, "already holds an export"),
+        ("models/file.txt", {"OVERWRITE": "1"}, "is not a folder"),
+        ("models/new", {"OVERWRITE": "perhaps"}, "OVERWRITE=perhaps is not a yes/no value"),
+        ("models/new", {"STEP": "$(touch x)"}, "is not a step number"),
+    ],
+)
 def test_export_script_refuses_with_one_line_and_changes_nothing(tmp_path, target, knobs, message):
     checkpoints = export_layout(tmp_path)
     before = tree(tmp_path)

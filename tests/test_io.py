@@ -38,11 +38,14 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.parametrize(("mask", "expected"), [
-    (0o022, 0o644),  # the usual umask: readable by the group and others (a Jupyter server as another user)
-    (0o027, 0o640),  # a stricter site umask is honoured, not overridden
-    (0o002, 0o664),  # a shared group folder
-])
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [
+        (0o022, 0o644),  # the usual umask: readable by the group and others (a Jupyter server as another user)
+        (0o027, 0o640),  # a stricter site umask is honoured, not overridden
+        (0o002, 0o664),  # a shared group folder
+    ],
+)
 def test_atomic_writes_get_the_mode_the_umask_gives_an_ordinary_file(tmp_path, umask, mask, expected):
     umask(mask)
     write_text_atomic(tmp_path / "a.txt", "x")

@@ -60,47 +60,50 @@ def reference_grpo(tmp_path_factory):
     return result, calls
 
 
-@pytest.mark.parametrize("key, value", [
-    ("algorithm.adv_estimator", "grpo"),
-    ("data.train_files", "datasets/bgl_train.parquet"),
-    # validation is off (test_freq -1): the training file stands in for verl's validation dataset, never scored
-    ("data.val_files", "datasets/bgl_train.parquet"),
-    ("data.train_batch_size", "32"),  # 32 prompts
-    ("data.max_prompt_length", "2048"),
-    ("data.max_response_length", "1024"),
-    ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),  # GRPO starts from the CoT-SFT model
-    ("actor_rollout_ref.actor.optim.lr", "4e-7"),
-    ("actor_rollout_ref.actor.ppo_mini_batch_size", "8"),
-    ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "1"),
-    ("actor_rollout_ref.actor.use_kl_loss", "True"),
-    ("actor_rollout_ref.actor.kl_loss_coef", "0.001"),
-    ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
-    # the reference's per-response weighting in verl 0.9.1 terms (tests/test_loss_aggregation.py)
-    ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
-    ("actor_rollout_ref.model.enable_gradient_checkpointing", "True"),
-    ("actor_rollout_ref.actor.fsdp_config.param_offload", "True"),
-    ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "True"),
-    ("actor_rollout_ref.ref.fsdp_config.param_offload", "True"),
-    ("actor_rollout_ref.rollout.name", "vllm"),
-    ("actor_rollout_ref.rollout.n", "16"),
-    ("actor_rollout_ref.rollout.temperature", "0.9"),
-    ("actor_rollout_ref.rollout.gpu_memory_utilization", "0.8"),
-    ("actor_rollout_ref.rollout.tensor_model_parallel_size", "1"),
-    ("algorithm.kl_ctrl.kl_coef", "0.001"),
-    ("reward.custom_reward_function.path", str(REWARD_FILE)),
-    ("reward.custom_reward_function.name", "compute_score"),
-    ("reward.custom_reward_function.reward_kwargs.ppl_model", str(REPO_ROOT / "models/distilgpt2")),
-    ("reward.custom_reward_function.reward_kwargs.answer_scheme", "reference"),
-    ("reward.custom_reward_function.reward_kwargs.think_reward", "true"),
-    ("trainer.logger", "[console,file,wandb]"),
-    ("trainer.n_gpus_per_node", "8"),
-    ("trainer.nnodes", "1"),
-    ("trainer.default_local_dir", "targets/RationAnomaly"),
-    ("trainer.save_freq", "10"),
-    ("trainer.test_freq", "-1"),
-    ("trainer.resume_mode", "disable"),  # fresh unless RESUME=1 (verl's own default would reuse old checkpoints)
-    ("trainer.total_epochs", "2"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("algorithm.adv_estimator", "grpo"),
+        ("data.train_files", "datasets/bgl_train.parquet"),
+        # validation is off (test_freq -1): the training file stands in for verl's validation dataset, never scored
+        ("data.val_files", "datasets/bgl_train.parquet"),
+        ("data.train_batch_size", "32"),  # 32 prompts
+        ("data.max_prompt_length", "2048"),
+        ("data.max_response_length", "1024"),
+        ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),  # GRPO starts from the CoT-SFT model
+        ("actor_rollout_ref.actor.optim.lr", "4e-7"),
+        ("actor_rollout_ref.actor.ppo_mini_batch_size", "8"),
+        ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "1"),
+        ("actor_rollout_ref.actor.use_kl_loss", "True"),
+        ("actor_rollout_ref.actor.kl_loss_coef", "0.001"),
+        ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
+        # the reference's per-response weighting in verl 0.9.1 terms (tests/test_loss_aggregation.py)
+        ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
+        ("actor_rollout_ref.model.enable_gradient_checkpointing", "True"),
+        ("actor_rollout_ref.actor.fsdp_config.param_offload", "True"),
+        ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", "True"),
+        ("actor_rollout_ref.ref.fsdp_config.param_offload", "True"),
+        ("actor_rollout_ref.rollout.name", "vllm"),
+        ("actor_rollout_ref.rollout.n", "16"),
+        ("actor_rollout_ref.rollout.temperature", "0.9"),
+        ("actor_rollout_ref.rollout.gpu_memory_utilization", "0.8"),
+        ("actor_rollout_ref.rollout.tensor_model_parallel_size", "1"),
+        ("algorithm.kl_ctrl.kl_coef", "0.001"),
+        ("reward.custom_reward_function.path", str(REWARD_FILE)),
+        ("reward.custom_reward_function.name", "compute_score"),
+        ("reward.custom_reward_function.reward_kwargs.ppl_model", str(REPO_ROOT / "models/distilgpt2")),
+        ("reward.custom_reward_function.reward_kwargs.answer_scheme", "reference"),
+        ("reward.custom_reward_function.reward_kwargs.think_reward", "true"),
+        ("trainer.logger", "[console,file,wandb]"),
+        ("trainer.n_gpus_per_node", "8"),
+        ("trainer.nnodes", "1"),
+        ("trainer.default_local_dir", "targets/RationAnomaly"),
+        ("trainer.save_freq", "10"),
+        ("trainer.test_freq", "-1"),
+        ("trainer.resume_mode", "disable"),  # fresh unless RESUME=1 (verl's own default would reuse old checkpoints)
+        ("trainer.total_epochs", "2"),
+    ],
+)
 def test_default_grpo_run_passes_the_reference_hyperparameters(reference_grpo, key, value):
     _, calls = reference_grpo
     assert as_dict(overrides_of(calls[0][0]))[key] == value
@@ -142,14 +145,32 @@ def test_skip_preflight_still_refuses_legacy_reward_keys(tmp_path, dry_run_input
     assert "--overrides-only" in calls[0][0]
 
 
-@pytest.mark.parametrize("ablation, expected", [
-    ("no_asymmetric", {"reward.custom_reward_function.reward_kwargs.answer_scheme": "plain",
-                       "trainer.default_local_dir": "targets/RationAnomaly-no_asymmetric"}),
-    ("no_think_reward", {"reward.custom_reward_function.reward_kwargs.think_reward": "false",
-                         "trainer.experiment_name": "rationanomaly_grpo-no_think_reward"}),
-    ("no_sft", {"actor_rollout_ref.model.path": "models/llama-2-7b-chat-hf",  # GRPO from the base model
-                "trainer.default_local_dir": "targets/RationAnomaly-no_sft"}),
-])
+@pytest.mark.parametrize(
+    "ablation, expected",
+    [
+        (
+            "no_asymmetric",
+            {
+                "reward.custom_reward_function.reward_kwargs.answer_scheme": "plain",
+                "trainer.default_local_dir": "targets/RationAnomaly-no_asymmetric",
+            },
+        ),
+        (
+            "no_think_reward",
+            {
+                "reward.custom_reward_function.reward_kwargs.think_reward": "false",
+                "trainer.experiment_name": "rationanomaly_grpo-no_think_reward",
+            },
+        ),
+        (
+            "no_sft",
+            {
+                "actor_rollout_ref.model.path": "models/llama-2-7b-chat-hf",  # GRPO from the base model
+                "trainer.default_local_dir": "targets/RationAnomaly-no_sft",
+            },
+        ),
+    ],
+)
 def test_ablation_preset_changes_the_reward_or_start_model_and_the_output_folder(tmp_path, ablation, expected):
     result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "ABLATION": ablation}, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -157,12 +178,15 @@ def test_ablation_preset_changes_the_reward_or_start_model_and_the_output_folder
     assert {key: overrides[key] for key in expected} == expected
 
 
-@pytest.mark.parametrize("knobs, message", [
-    ({"ABLATION": "no_rl"}, "trains no GRPO"),  # the SFT model is evaluated directly
-    ({"ABLATION": "no_sft", "STAGE": "all"}, "use STAGE=grpo"),
-    ({"ABLATION": "typo"}, "unknown ABLATION"),
-    ({"STAGE": "ppo"}, "unknown STAGE"),
-])
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"ABLATION": "no_rl"}, "trains no GRPO"),  # the SFT model is evaluated directly
+        ({"ABLATION": "no_sft", "STAGE": "all"}, "use STAGE=grpo"),
+        ({"ABLATION": "typo"}, "unknown ABLATION"),
+        ({"STAGE": "ppo"}, "unknown STAGE"),
+    ],
+)
 def test_launcher_refuses_unknown_or_contradictory_knobs_with_one_line(tmp_path, knobs, message):
     result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", **knobs}, tmp_path)
     assert result.returncode == 2
@@ -182,14 +206,25 @@ def test_stage_all_checks_both_stages_before_training_anything(tmp_path, dry_run
 
 
 def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(tmp_path, dry_run_inputs):
-    knobs = {**dry_run_inputs, "STAGE": "sft", "SFT_MODEL": str(tmp_path / "sft-merged"),
-             "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"), "LOG_DIR": str(tmp_path / "logs")}
+    knobs = {
+        **dry_run_inputs,
+        "STAGE": "sft",
+        "SFT_MODEL": str(tmp_path / "sft-merged"),
+        "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
     result, calls = recorded_calls(knobs, tmp_path / "rec")
     assert result.returncode == 0, result.stderr
     modules = [module_of(argv) for argv, _ in calls]
-    assert modules == ["rationanomaly.train.preflight", "verl.trainer.sft_trainer", "rationanomaly.train.export",
-                       "rationanomaly.train.export", "verl.model_merger", "rationanomaly.train.export",
-                       "rationanomaly.train.export"]
+    assert modules == [
+        "rationanomaly.train.preflight",
+        "verl.trainer.sft_trainer",
+        "rationanomaly.train.export",
+        "rationanomaly.train.export",
+        "verl.model_merger",
+        "rationanomaly.train.export",
+        "rationanomaly.train.export",
+    ]
     # the pre-flight already checks the export target, before hours of training
     assert calls[0][0][calls[0][0].index("--export_target") + 1] == str(tmp_path / "sft-merged")
     train = calls[1][0]
@@ -197,8 +232,13 @@ def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(t
     sft = as_dict(overrides_of(train))
     assert (sft["model.lora_rank"], sft["model.path"]) == ("32", dry_run_inputs["BASE_MODEL"])
     assert sft["data.val_files"] == "null" and sft["trainer.resume_mode"] == "disable"
-    assert calls[2][0][2:] == ["check-target", "--checkpoints", str(tmp_path / "sft-ckpt"),
-                               "--target", str(tmp_path / "sft-merged")]
+    assert calls[2][0][2:] == [
+        "check-target",
+        "--checkpoints",
+        str(tmp_path / "sft-ckpt"),
+        "--target",
+        str(tmp_path / "sft-merged"),
+    ]
     assert calls[3][0][-4:] == ["--checkpoints", str(tmp_path / "sft-ckpt"), "--step", "latest"]
     # the merge is built beside the target and moved into place only when every step succeeds
     staging = calls[4][0][-1]
@@ -208,18 +248,28 @@ def test_real_sft_run_trains_with_torchrun_then_exports_and_merges_the_adapter(t
     assert (tmp_path / "sft-merged").is_dir() and not Path(staging).exists()
 
 
-@pytest.mark.parametrize("knobs, flags", [
-    ({}, {"--export_target"}),
-    ({"OVERWRITE": "true"}, {"--export_target", "--overwrite"}),  # the pre-flight plans the deletion
-    ({"SKIP_PREFLIGHT": "yes"}, {"--export_target", "--overrides-only"}),  # still checks the export target
-])
+@pytest.mark.parametrize(
+    "knobs, flags",
+    [
+        ({}, {"--export_target"}),
+        ({"OVERWRITE": "true"}, {"--export_target", "--overwrite"}),  # the pre-flight plans the deletion
+        ({"SKIP_PREFLIGHT": "yes"}, {"--export_target", "--overrides-only"}),  # still checks the export target
+    ],
+)
 def test_sft_preflight_is_told_the_export_target_and_overwrite(tmp_path, dry_run_inputs, knobs, flags):
-    knobs = {**dry_run_inputs, "STAGE": "sft", "DRY_RUN": "0", "SFT_MODEL": str(tmp_path / "sft-merged"),
-             "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"), "LOG_DIR": str(tmp_path / "logs"), **knobs}
+    knobs = {
+        **dry_run_inputs,
+        "STAGE": "sft",
+        "DRY_RUN": "0",
+        "SFT_MODEL": str(tmp_path / "sft-merged"),
+        "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        **knobs,
+    }
     result, calls = recorded_calls(knobs, tmp_path / "rec")
     assert result.returncode == 0, result.stderr
     check = calls[0][0]
-    assert {arg for arg in check[:check.index("--")] if arg.startswith("--")} == flags | {"--stage"}
+    assert {arg for arg in check[: check.index("--")] if arg.startswith("--")} == flags | {"--stage"}
 
 
 def run_launcher(knobs: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -236,9 +286,16 @@ def test_stage_all_over_several_nodes_is_refused_with_one_line(tmp_path):
 
 
 def test_multi_node_sft_exports_on_node_zero_only(tmp_path, dry_run_inputs):
-    knobs = {**dry_run_inputs, "STAGE": "sft", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1",
-             "SFT_MODEL": str(tmp_path / "sft-merged"), "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"),
-             "LOG_DIR": str(tmp_path / "logs")}
+    knobs = {
+        **dry_run_inputs,
+        "STAGE": "sft",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "SFT_MODEL": str(tmp_path / "sft-merged"),
+        "SFT_OUTPUT_DIR": str(tmp_path / "sft-ckpt"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
     result, calls = recorded_calls(knobs, tmp_path / "rec")
     assert result.returncode == 0, result.stderr
     assert [module_of(argv) for argv, _ in calls] == ["rationanomaly.train.preflight", "verl.trainer.sft_trainer"]
@@ -252,8 +309,11 @@ def test_multi_node_grpo_hands_the_logging_environment_to_the_ray_cluster(tmp_pa
     result, calls = recorded_calls(knobs, tmp_path / "rec")
     assert result.returncode == 0, result.stderr
     (_, _), (train, env) = calls
-    ray_env = {key.rsplit(".", 1)[1]: value for key, value in as_dict(overrides_of(train)).items()
-               if key.startswith("ray_kwargs.ray_init.runtime_env.env_vars.")}
+    ray_env = {
+        key.rsplit(".", 1)[1]: value
+        for key, value in as_dict(overrides_of(train)).items()
+        if key.startswith("ray_kwargs.ray_init.runtime_env.env_vars.")
+    }
     assert ray_env["WANDB_MODE"] == "offline" and ray_env["TOKENIZERS_PARALLELISM"] == "false"
     assert ray_env["VERL_FILE_LOGGER_PATH"] == env["VERL_FILE_LOGGER_PATH"]
     assert Path(ray_env["VERL_FILE_LOGGER_PATH"]).parent == tmp_path / "out"
@@ -264,9 +324,11 @@ def test_multi_node_grpo_passes_absolute_paths(tmp_path):
     result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "NNODES": "2"}, tmp_path)
     assert result.returncode == 0, result.stderr
     overrides = as_dict(overrides_of(calls[0][0]))
-    for key, relative in [("data.train_files", "datasets/bgl_train.parquet"),
-                          ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),
-                          ("trainer.default_local_dir", "targets/RationAnomaly")]:
+    for key, relative in [
+        ("data.train_files", "datasets/bgl_train.parquet"),
+        ("actor_rollout_ref.model.path", "models/RationAnomaly-SFT"),
+        ("trainer.default_local_dir", "targets/RationAnomaly"),
+    ]:
         assert overrides[key] == str(REPO_ROOT / relative)
 
 
@@ -324,10 +386,13 @@ def test_missing_sft_chat_template_file_is_refused_with_one_line(tmp_path):
     assert calls == []
 
 
-@pytest.mark.parametrize("override, message", [
-    ("actor_rollout_ref.actor.ppo_mini_bach_size=2", "verl rejects the overrides"),  # typo in an appended key
-    ("custom_reward_function.path=x.py", "write reward.custom_reward_function.path instead"),  # legacy key
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("actor_rollout_ref.actor.ppo_mini_bach_size=2", "verl rejects the overrides"),  # typo in an appended key
+        ("custom_reward_function.path=x.py", "write reward.custom_reward_function.path instead"),  # legacy key
+    ],
+)
 def test_dry_run_fails_with_one_line_for_a_bad_appended_override(dry_run_inputs, override, message):
     result = run_launcher({**dry_run_inputs, "DRY_RUN": "1"}, override)
     assert result.returncode == 2
@@ -336,11 +401,27 @@ def test_dry_run_fails_with_one_line_for_a_bad_appended_override(dry_run_inputs,
     assert "dry run: configuration valid" not in result.stdout
 
 
-@pytest.mark.parametrize("script, knobs", [
-    ("model_train.sh", ["STAGE", "DRY_RUN", "RESUME", "OVERWRITE", "LOSS_AGG_MODE", "NNODES", "N_GPUS_PER_NODE",
-                        "SAVE_FREQ", "TEST_FREQ", "BASE_MODEL"]),
-    ("model_export.sh", ["CHECKPOINTS", "STEP", "TARGET_DIR", "OVERWRITE"]),
-])
+@pytest.mark.parametrize(
+    "script, knobs",
+    [
+        (
+            "model_train.sh",
+            [
+                "STAGE",
+                "DRY_RUN",
+                "RESUME",
+                "OVERWRITE",
+                "LOSS_AGG_MODE",
+                "NNODES",
+                "N_GPUS_PER_NODE",
+                "SAVE_FREQ",
+                "TEST_FREQ",
+                "BASE_MODEL",
+            ],
+        ),
+        ("model_export.sh", ["CHECKPOINTS", "STEP", "TARGET_DIR", "OVERWRITE"]),
+    ],
+)
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_knobs_with_their_defaults_and_runs_nothing(tmp_path, script, knobs, flag):
     result, calls = recorded_calls({}, tmp_path, [flag], script=REPO_ROOT / script)
@@ -359,17 +440,20 @@ def test_every_yes_value_of_dry_run_means_a_dry_run(tmp_path, value):
     assert "dry run: configuration valid, nothing trained" in result.stdout
 
 
-@pytest.mark.parametrize("knobs, message", [
-    ({"DRY_RUN": "maybe"}, "DRY_RUN=maybe is not a yes/no value"),  # would have launched training before
-    ({"NNODES": "a[$(touch {marker})]"}, "NNODES=a[$(touch {marker})] is not a whole number >= 1"),
-    ({"N_GPUS_PER_NODE": "x[$(touch {marker})]"}, "is not a whole number >= 1"),
-    ({"N_GPUS_PER_NODE": "0"}, "N_GPUS_PER_NODE=0 is not a whole number >= 1"),
-    ({"TRAIN_BATCH_SIZE": "32 "}, "TRAIN_BATCH_SIZE=32  is not a whole number"),
-    ({"SAVE_FREQ": "ten"}, "SAVE_FREQ=ten is not a whole number (or -1 for off)"),
-    ({"ACTOR_LR": "4e-7;x"}, "ACTOR_LR=4e-7;x is not a non-negative number"),
-    ({"NODE_RANK": "$(touch {marker})"}, "NODE_RANK="),
-    ({"RESUME": "1", "OVERWRITE": "yes"}, "set one of them"),
-])
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"DRY_RUN": "maybe"}, "DRY_RUN=maybe is not a yes/no value"),  # would have launched training before
+        ({"NNODES": "a[$(touch {marker})]"}, "NNODES=a[$(touch {marker})] is not a whole number >= 1"),
+        ({"N_GPUS_PER_NODE": "x[$(touch {marker})]"}, "is not a whole number >= 1"),
+        ({"N_GPUS_PER_NODE": "0"}, "N_GPUS_PER_NODE=0 is not a whole number >= 1"),
+        ({"TRAIN_BATCH_SIZE": "32 "}, "TRAIN_BATCH_SIZE=32  is not a whole number"),
+        ({"SAVE_FREQ": "ten"}, "SAVE_FREQ=ten is not a whole number (or -1 for off)"),
+        ({"ACTOR_LR": "4e-7;x"}, "ACTOR_LR=4e-7;x is not a non-negative number"),
+        ({"NODE_RANK": "$(touch {marker})"}, "NODE_RANK="),
+        ({"RESUME": "1", "OVERWRITE": "yes"}, "set one of them"),
+    ],
+)
 def test_bad_knobs_are_refused_with_one_line_before_any_shell_arithmetic(tmp_path, knobs, message):
     marker = tmp_path / "executed"
     knobs = {key: value.format(marker=marker) for key, value in knobs.items()}
@@ -386,10 +470,13 @@ def test_resume_knob_sets_verl_resume_mode_in_both_stages(tmp_path, knobs, resum
     assert [as_dict(overrides_of(argv))["trainer.resume_mode"] for argv, _ in calls] == [resume_mode] * 2
 
 
-@pytest.mark.parametrize("test_freq, val_files", [
-    ("-1", "datasets/bgl_train.parquet"),  # validation off: the training file stands in, never scored
-    ("10", "datasets/bgl_validation.parquet"),  # validation on: the held-out file
-])
+@pytest.mark.parametrize(
+    "test_freq, val_files",
+    [
+        ("-1", "datasets/bgl_train.parquet"),  # validation off: the training file stands in, never scored
+        ("10", "datasets/bgl_validation.parquet"),  # validation on: the held-out file
+    ],
+)
 def test_validation_file_follows_test_freq(tmp_path, test_freq, val_files):
     result, calls = recorded_calls({"DRY_RUN": "1", "ATTN_IMPL": "sdpa", "TEST_FREQ": test_freq}, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -398,8 +485,13 @@ def test_validation_file_follows_test_freq(tmp_path, test_freq, val_files):
 
 def test_overwrite_deletes_only_verl_checkpoints_in_the_output_folder(tmp_path, dry_run_inputs):
     out = tmp_path / "out"
-    for name in ("global_step_10/actor/model.pt", "global_step_20/data.pt", "global_step_x/keep.txt",
-                 "rationanomaly_grpo_20250101.jsonl", "notes.txt"):
+    for name in (
+        "global_step_10/actor/model.pt",
+        "global_step_20/data.pt",
+        "global_step_x/keep.txt",
+        "rationanomaly_grpo_20250101.jsonl",
+        "notes.txt",
+    ):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
     (out / "latest_checkpointed_iteration.txt").write_text("20")

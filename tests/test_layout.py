@@ -32,9 +32,22 @@ def test_installed_package_wins_over_repo_folder_when_run_from_repo_root(package
     assert "site-packages" in out.stdout, f"{package} resolved to {out.stdout.strip()} from the repo root"
 
 
-@pytest.mark.parametrize("relative", ["README.md", "LICENSE", "requirements.txt", "model_train.sh",
-                                      "model_export.sh", "model_watch.ipynb", "datasets", "validation",
-                                      "verl/utils/reward_score/RationAnomaly", "models", "targets"])
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "README.md",
+        "LICENSE",
+        "requirements.txt",
+        "model_train.sh",
+        "model_export.sh",
+        "model_watch.ipynb",
+        "datasets",
+        "validation",
+        "verl/utils/reward_score/RationAnomaly",
+        "models",
+        "targets",
+    ],
+)
 def test_required_top_level_entry_exists(relative):
     assert (REPO_ROOT / relative).exists(), f"{relative} is part of the required layout"
 

@@ -34,25 +34,31 @@ def write(path, text):
     return path
 
 
-@pytest.mark.parametrize(("text", "labels"), [
-    ("log,label\na <*>,0\nb failed,1\n", [0, 1]),  # 0/1
-    ("log,label\na <*>,normal\nb failed, Abnormal \n", [0, 1]),  # words, any case, spaces
-    ("label,log,extra\n1,a,x\n", [1]),  # column order and extra columns do not matter
-    ("log,label\na <*>,0.0\nb failed,1.0\n", [0, 1]),  # a float column saved to CSV
-])
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        ("log,label\na <*>,0\nb failed,1\n", [0, 1]),  # 0/1
+        ("log,label\na <*>,normal\nb failed, Abnormal \n", [0, 1]),  # words, any case, spaces
+        ("label,log,extra\n1,a,x\n", [1]),  # column order and extra columns do not matter
+        ("log,label\na <*>,0.0\nb failed,1.0\n", [0, 1]),  # a float column saved to CSV
+    ],
+)
 def test_template_sheet_labels_become_0_1(tmp_path, text, labels):
     sheet = load_template_sheet(write(tmp_path / "t.csv", text))
     assert list(sheet.frame["label"]) == labels and sheet.frame["label"].dtype == "int64"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("log\na\n", "missing column(s) ['label']"),  # no label column
-    ("template,label\na,0\n", "missing column(s) ['log']"),  # wrong template column name
-    ("log,label\na,0\nb,2\n", "row 3 (template 'b')"),  # label outside {0,1,normal,abnormal}
-    ("log,label\na,0\n,1\n", "row 3 has an empty 'log' template"),  # empty template
-    ("log,label\na,0\n   ,1\n", "row 3 has an empty 'log' template"),  # blank template
-    ("log,label\na,\n", "row 2"),  # empty label
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("log\na\n", "missing column(s) ['label']"),  # no label column
+        ("template,label\na,0\n", "missing column(s) ['log']"),  # wrong template column name
+        ("log,label\na,0\nb,2\n", "row 3 (template 'b')"),  # label outside {0,1,normal,abnormal}
+        ("log,label\na,0\n,1\n", "row 3 has an empty 'log' template"),  # empty template
+        ("log,label\na,0\n   ,1\n", "row 3 has an empty 'log' template"),  # blank template
+        ("log,label\na,\n", "row 2"),  # empty label
+    ],
+)
 def test_template_sheet_errors_name_file_row_and_problem(tmp_path, text, message):
     path = write(tmp_path / "bad.csv", text)
     with pytest.raises(DataFormatError) as error:
@@ -92,10 +98,13 @@ def test_missing_file_is_a_file_not_found_error_naming_it(tmp_path):
         load_template_sheet(tmp_path / "nope.csv")
 
 
-@pytest.mark.parametrize(("labels", "expected"), [
-    (["-", "KERNDTLB", " - ", "APPSEV"], [0, 1, 0, 1]),  # '-' is normal, any tag abnormal
-    ([], []),
-])
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (["-", "KERNDTLB", " - ", "APPSEV"], [0, 1, 0, 1]),  # '-' is normal, any tag abnormal
+        ([], []),
+    ],
+)
 def test_line_labels_follow_loghub_convention(labels, expected):
     assert line_labels(labels) == expected
 
@@ -107,12 +116,15 @@ def test_structured_log_loads_as_text_with_line_labels(tmp_path):
     assert log.duplicates == ()
 
 
-@pytest.mark.parametrize(("rows", "message"), [
-    ("1,-,a,E1\n", "missing column(s) ['EventTemplate']"),  # wrong header below
-    ("x,-,a,E1,a\n", "row 2 has LineId 'x'"),  # non-integer LineId
-    ("1,,a,E1,a\n", "row 2 has an empty Label"),  # empty Label
-    ("1,-,a,E1,\n", "row 2 has an empty EventTemplate"),  # unparsed line
-])
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("1,-,a,E1\n", "missing column(s) ['EventTemplate']"),  # wrong header below
+        ("x,-,a,E1,a\n", "row 2 has LineId 'x'"),  # non-integer LineId
+        ("1,,a,E1,a\n", "row 2 has an empty Label"),  # empty Label
+        ("1,-,a,E1,\n", "row 2 has an empty EventTemplate"),  # unparsed line
+    ],
+)
 def test_structured_log_errors_name_row_and_fix(tmp_path, rows, message):
     header = "LineId,Label,Content,EventId\n" if "missing" in message else STRUCTURED_HEADER
     with pytest.raises(DataFormatError, match=re.escape(message)):
@@ -124,19 +136,25 @@ def test_structured_log_duplicate_line_ids_are_reported(tmp_path):
     assert [(d.key, d.rows) for d in log.duplicates] == [("1", (2, 3))] and len(log.frame) == 2
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("log,label\n", SHEET),
-    (STRUCTURED_HEADER, STRUCTURED),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("log,label\n", SHEET),
+        (STRUCTURED_HEADER, STRUCTURED),
+    ],
+)
 def test_detect_format_reads_the_header(tmp_path, header, expected):
     assert detect_format(write(tmp_path / "f.csv", header)) == expected
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("bgl_templates.csv", SHEET),
-    ("spirit_templates.csv", SHEET),
-    ("bgl_structured.csv", STRUCTURED),  # template_split.py reads it as lines, not templates
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("bgl_templates.csv", SHEET),
+        ("spirit_templates.csv", SHEET),
+        ("bgl_structured.csv", STRUCTURED),  # template_split.py reads it as lines, not templates
+    ],
+)
 def test_detect_format_on_the_embedded_sample(name, expected):
     assert detect_format(SAMPLE_DATA_DIR / name) == expected
 
@@ -147,29 +165,37 @@ def test_detect_format_rejects_unknown_layout(tmp_path):
 
 
 def test_samples_accept_words_and_cot_labels_and_report_duplicates(tmp_path):
-    records = [{"instruction": "i", "input": "a", "label": "normal"},
-               {"input": "b", "label": "<think>x</think><answer>abnormal</answer>"},
-               {"input": "a", "label": "abnormal"}]
+    records = [
+        {"instruction": "i", "input": "a", "label": "normal"},
+        {"input": "b", "label": "<think>x</think><answer>abnormal</answer>"},
+        {"input": "a", "label": "abnormal"},
+    ]
     loaded = load_samples(write(tmp_path / "s.json", json.dumps(records)))
     assert [s.input for s in loaded.samples] == ["a", "b", "a"]
     assert [(d.key, d.rows, d.conflicting) for d in loaded.duplicates] == [("a", (0, 2), True)]
 
 
-@pytest.mark.parametrize(("record", "message"), [
-    ({"input": "a", "label": "anomalous"}, "item 0 (input 'a')"),  # not a label
-    ({"input": "a", "label": "<think>x</think><answer>maybe</answer>"}, "item 0"),  # CoT with a bad answer
-    ({"input": " ", "label": "normal"}, "item 0 has an empty 'input'"),
-])
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"input": "a", "label": "anomalous"}, "item 0 (input 'a')"),  # not a label
+        ({"input": "a", "label": "<think>x</think><answer>maybe</answer>"}, "item 0"),  # CoT with a bad answer
+        ({"input": " ", "label": "normal"}, "item 0 has an empty 'input'"),
+    ],
+)
 def test_samples_errors_name_the_item(tmp_path, record, message):
     with pytest.raises(DataFormatError, match=re.escape(message)):
         load_samples(write(tmp_path / "s.json", json.dumps([record])))
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(("name", "templates", "abnormal"), [
-    ("templates_bgl.xlsx", 1766, 44),
-    ("templates_spirit.xlsx", 1297, 22),
-])
+@pytest.mark.parametrize(
+    ("name", "templates", "abnormal"),
+    [
+        ("templates_bgl.xlsx", 1766, 44),
+        ("templates_spirit.xlsx", 1297, 22),
+    ],
+)
 def test_public_template_sheets_load_with_known_counts(public_data, name, templates, abnormal):
     sheet = load_template_sheet(public_data / "logprompt" / name)
     assert (len(sheet.frame), sheet.anomalies, len(sheet.duplicates)) == (templates, abnormal, 0)
@@ -202,17 +228,20 @@ def test_template_sheet_samples_carry_word_labels_in_file_order(tmp_path):
 # ---- rows that do not fit the header, and files that are not what they claim --------------------------
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("log,label\nfoo, bar,1\nbaz, qux,0\n", "line 2 has 3 fields but the header has 2"),  # every row ragged
-    ("log,label\nfoo,1\nbaz, qux,0\n", "line 3 has 3 fields but the header has 2"),  # one row ragged
-    ("log,label\nfoo,1\nbaz\n", "line 3 has 1 field but the header has 2"),  # a short row
-    ("log,label\nfoo,1,\n", "line 2 has 3 fields"),  # a trailing comma is a field too
-    ('log,label\nfoo,1\n"baz,0\n', "line 3: not valid CSV (unexpected end of data)"),  # unclosed quote
-    ("", "the file is empty"),  # not even a header
-    ("log,label\n", "no rows below the header"),  # header only (degenerate input: refused)
-    ("log,label,\nfoo,1,x\n", "header column 3 has no name"),  # data under no header
-    ("log,label,label\nfoo,1,0\n", "header names ['label'] more than once"),  # which label?
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("log,label\nfoo, bar,1\nbaz, qux,0\n", "line 2 has 3 fields but the header has 2"),  # every row ragged
+        ("log,label\nfoo,1\nbaz, qux,0\n", "line 3 has 3 fields but the header has 2"),  # one row ragged
+        ("log,label\nfoo,1\nbaz\n", "line 3 has 1 field but the header has 2"),  # a short row
+        ("log,label\nfoo,1,\n", "line 2 has 3 fields"),  # a trailing comma is a field too
+        ('log,label\nfoo,1\n"baz,0\n', "line 3: not valid CSV (unexpected end of data)"),  # unclosed quote
+        ("", "the file is empty"),  # not even a header
+        ("log,label\n", "no rows below the header"),  # header only (degenerate input: refused)
+        ("log,label,\nfoo,1,x\n", "header column 3 has no name"),  # data under no header
+        ("log,label,label\nfoo,1,0\n", "header names ['label'] more than once"),  # which label?
+    ],
+)
 def test_template_sheet_csv_rows_must_match_the_header(tmp_path, text, message):
     path = write(tmp_path / "bad.csv", text)
     with pytest.raises(DataFormatError) as error:
@@ -266,13 +295,16 @@ def test_xlsx_values_under_no_header_are_refused_and_empty_unnamed_columns_dropp
 # ---- time order of a structured log -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("line_ids", "expected"), [
-    ([1, 2, 3], None),  # in order
-    ([1, 2, 2, 3], None),  # a repeated LineId is a duplicate, not disorder
-    ([3, 2, 1], 1),  # reversed
-    ([1, 3, 2, 4], 2),  # one swap
-    ([], None),
-])
+@pytest.mark.parametrize(
+    ("line_ids", "expected"),
+    [
+        ([1, 2, 3], None),  # in order
+        ([1, 2, 2, 3], None),  # a repeated LineId is a duplicate, not disorder
+        ([3, 2, 1], 1),  # reversed
+        ([1, 3, 2, 4], 2),  # one swap
+        ([], None),
+    ],
+)
 def test_first_out_of_order(line_ids, expected):
     assert first_out_of_order(line_ids) == expected
 

@@ -30,8 +30,16 @@ REFERENCE_MODE = "seq-mean-token-mean"  # what model_train.sh passes (LOSS_AGG_M
 
 def actor_config(mode: str, kl: bool) -> FSDPActorConfig:
     """An actor config with only the loss terms under test switched on."""
-    return FSDPActorConfig(strategy="fsdp", ppo_mini_batch_size=1, ppo_micro_batch_size_per_gpu=1, rollout_n=1,
-                           loss_agg_mode=mode, use_kl_loss=kl, kl_loss_coef=1.0, kl_loss_type="kl")
+    return FSDPActorConfig(
+        strategy="fsdp",
+        ppo_mini_batch_size=1,
+        ppo_micro_batch_size_per_gpu=1,
+        rollout_n=1,
+        loss_agg_mode=mode,
+        use_kl_loss=kl,
+        kl_loss_coef=1.0,
+        kl_loss_type="kl",
+    )
 
 
 def micro_batch(lengths: list[int], width: int, advantage: float) -> tuple[TensorDict, torch.Tensor]:
@@ -40,15 +48,18 @@ def micro_batch(lengths: list[int], width: int, advantage: float) -> tuple[Tenso
     response_mask = torch.zeros(n, width)
     for row, length in enumerate(lengths):
         response_mask[row, :length] = 1
-    data = TensorDict({
-        "prompts": torch.ones(n, PROMPT_TOKENS, dtype=torch.long),
-        "responses": torch.ones(n, width, dtype=torch.long),
-        "attention_mask": torch.cat([torch.ones(n, PROMPT_TOKENS), response_mask], dim=1).long(),
-        "response_mask": response_mask,
-        "old_log_probs": torch.zeros(n, width),
-        "advantages": torch.full((n, width), advantage),
-        "ref_log_prob": torch.zeros(n, width),
-    }, batch_size=n)
+    data = TensorDict(
+        {
+            "prompts": torch.ones(n, PROMPT_TOKENS, dtype=torch.long),
+            "responses": torch.ones(n, width, dtype=torch.long),
+            "attention_mask": torch.cat([torch.ones(n, PROMPT_TOKENS), response_mask], dim=1).long(),
+            "response_mask": response_mask,
+            "old_log_probs": torch.zeros(n, width),
+            "advantages": torch.full((n, width), advantage),
+            "ref_log_prob": torch.zeros(n, width),
+        },
+        batch_size=n,
+    )
     log_probs = torch.zeros(sum(PROMPT_TOKENS + length for length in lengths), requires_grad=True)
     return data, log_probs
 
@@ -120,13 +131,17 @@ def test_reference_fork_token_mean_weighs_each_response_the_same():
     assert per_response(reference_weights([2, 6], dp_size=1)) == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("ranks", [
-    [[[2], [6]]],  # 1 GPU, micro-batch 1
-    [[[2]], [[6]]],  # 2 GPUs, one response each
-    [[[2], [6]], [[3], [9]]],  # 2 GPUs, 2 micro-batches each (gradient accumulation)
-    [[[2, 6]], [[3, 9]]],  # 2 GPUs, micro-batch 2: the split does not change the weights
-    [[[2], [6], [3], [9]]],  # 1 GPU, 4 micro-batches
-], ids=["1gpu", "2gpu", "2gpu-accumulate", "2gpu-micro2", "1gpu-accumulate4"])
+@pytest.mark.parametrize(
+    "ranks",
+    [
+        [[[2], [6]]],  # 1 GPU, micro-batch 1
+        [[[2]], [[6]]],  # 2 GPUs, one response each
+        [[[2], [6]], [[3], [9]]],  # 2 GPUs, 2 micro-batches each (gradient accumulation)
+        [[[2, 6]], [[3, 9]]],  # 2 GPUs, micro-batch 2: the split does not change the weights
+        [[[2], [6], [3], [9]]],  # 1 GPU, 4 micro-batches
+    ],
+    ids=["1gpu", "2gpu", "2gpu-accumulate", "2gpu-micro2", "1gpu-accumulate4"],
+)
 @pytest.mark.parametrize("kl", [False, True], ids=["policy", "kl"])
 def test_seq_mean_token_mean_gives_the_reference_token_weights_over_ranks_and_accumulation(ranks, kl):
     lengths = [length for rank in ranks for micro in rank for length in micro]

@@ -32,10 +32,12 @@ SYSTEM = "You are a log analyst. Think in <think></think>, answer in <answer></a
 
 def make_samples(normal: int, abnormal: int) -> list[Sample]:
     """Distinct templates with CoT labels: `normal` normal ones first, then `abnormal` abnormal ones."""
-    samples = [Sample(f"service {i} started on node <*>", cot_label(f"Routine start {i}.", NORMAL))
-               for i in range(normal)]
-    samples += [Sample(f"machine check {i} on core <*>", cot_label(f"Hardware fault {i}.", ABNORMAL))
-                for i in range(abnormal)]
+    samples = [
+        Sample(f"service {i} started on node <*>", cot_label(f"Routine start {i}.", NORMAL)) for i in range(normal)
+    ]
+    samples += [
+        Sample(f"machine check {i} on core <*>", cot_label(f"Hardware fault {i}.", ABNORMAL)) for i in range(abnormal)
+    ]
     return samples
 
 
@@ -80,8 +82,13 @@ def test_rl_row_has_verl_schema_and_cot_ground_truth():
         "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(sample.input)}],
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": sample.label},
-        "extra_info": {"index": 3, "split": "train", "template": sample.input, "label": ABNORMAL,
-                       "instruction": sample.instruction},
+        "extra_info": {
+            "index": 3,
+            "split": "train",
+            "template": sample.input,
+            "label": ABNORMAL,
+            "instruction": sample.instruction,
+        },
     }
 
 
@@ -152,8 +159,9 @@ def test_build_parquet_rl_and_sft_share_the_split(tmp_path):
     assert (meta["train"], meta["validation"], meta["train_abnormal"], meta["validation_abnormal"]) == (17, 3, 1, 1)
     rl_val = pd.read_parquet(paths["rl_validation"])
     sft_val = pd.read_parquet(paths["sft_validation"])
-    assert list(rl_val["extra_info"].map(lambda e: e["template"])) == list(sft_val["extra_info"].map(
-        lambda e: e["template"]))
+    assert list(rl_val["extra_info"].map(lambda e: e["template"])) == list(
+        sft_val["extra_info"].map(lambda e: e["template"])
+    )
     assert set(rl_val["extra_info"].map(lambda e: e["split"])) == {"validation"}
     assert len(pd.read_parquet(paths["rl_train"])) == len(pd.read_parquet(paths["sft_train"])) == 17
 
@@ -168,8 +176,15 @@ def test_rl_parquet_loads_with_verl_rlhf_dataset(tmp_path, tiny_tokenizer_dir):
     samples = make_samples(6, 2)
     paths, meta = build_all(tmp_path, samples, validation_ratio=0.25, seed=0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    config = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 1024, "filter_overlong_prompts": True,
-                               "truncation": "left", "cache_dir": str(tmp_path / "cache")})
+    config = OmegaConf.create(
+        {
+            "prompt_key": "prompt",
+            "max_prompt_length": 1024,
+            "filter_overlong_prompts": True,
+            "truncation": "left",
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     dataset = create_rl_dataset([str(paths["rl_train"])], config, tokenizer, None)
     assert len(dataset) == meta["train"] == 5  # 2 of 6 normal + 1 of 2 abnormal held out
     row = dataset[0]
@@ -205,15 +220,15 @@ def test_sft_parquet_llama2_fold_passes_verl_check_and_masks_only_the_answer(tmp
         assert tokenizer.decode(ids[~mask]) == f"{tokenizer.bos_token}[INST] {user} [/INST]"
         # SFT trains on exactly the prompt tokens GRPO will render from the RL row's system + user turns
         rl_prompt = rl_row(index, "train", sample, SYSTEM)["prompt"]
-        assert ids[~mask].tolist() == tokenizer.apply_chat_template(rl_prompt, add_generation_prompt=True,
-                                                                    tokenize=True, return_dict=False)
+        assert ids[~mask].tolist() == tokenizer.apply_chat_template(
+            rl_prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
 
 
 def test_sft_parquet_system_turn_with_llama2_template_fails_verl_check(tmp_path, tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    paths, _ = build_all(tmp_path, make_samples(2, 1), ["sft_train"], validation_ratio=0.0,
-                         sft_system=SFT_SYSTEM_TURN)
+    paths, _ = build_all(tmp_path, make_samples(2, 1), ["sft_train"], validation_ratio=0.0, sft_system=SFT_SYSTEM_TURN)
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     with pytest.raises(AssertionError, match="ignore_input_ids_mismatch"):
         _load_sft(paths["sft_train"], tokenizer)[0]
@@ -229,12 +244,33 @@ def test_parquet_builder_cli_with_a_validation_ratio_writes_four_files_and_metad
     prompt_file.write_text(f"  {SYSTEM}\n", encoding="utf-8")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "datasets" / "parquet_builder.py"), "--input", str(samples_path),
-         "--output_dir", str(out), "--system-prompt", str(prompt_file), "--validation_ratio", "0.2", "--seed", "7"],
-        capture_output=True, text=True, check=True, cwd=tmp_path)
+        [
+            sys.executable,
+            str(REPO_ROOT / "datasets" / "parquet_builder.py"),
+            "--input",
+            str(samples_path),
+            "--output_dir",
+            str(out),
+            "--system-prompt",
+            str(prompt_file),
+            "--validation_ratio",
+            "0.2",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert re.search(r"train +7 rows \(1 abnormal\)", result.stdout)  # 2 of 8 normal + 1 of 2 abnormal held out
-    assert sorted(p.name for p in out.iterdir()) == ["bgl_train.parquet", "bgl_validation.parquet",
-                                                     "parquet_meta.json", "sft_train.parquet", "sft_val.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bgl_train.parquet",
+        "bgl_validation.parquet",
+        "parquet_meta.json",
+        "sft_train.parquet",
+        "sft_val.parquet",
+    ]
     meta = json.loads((out / "parquet_meta.json").read_text())
     assert (meta["seed"], meta["validation"], meta["system_prompt"]) == (7, 3, SYSTEM)
     assert pd.read_parquet(out / "bgl_train.parquet")["prompt"][0][0]["content"] == SYSTEM
@@ -274,8 +310,12 @@ def test_parquet_builder_cli_default_trains_on_every_sample_and_names_a_stale_va
 
 def run_script(name: str, *args) -> str:
     """Run a datasets/ script as a user would and return its stdout."""
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / name), *map(str, args)],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "datasets" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -285,11 +325,27 @@ def test_embedded_sample_chain_patch_join_parquet(tmp_path, tiny_tokenizer_dir):
 
     sample = REPO_ROOT / "rationanomaly" / "sample_data"
     for name in ("bgl", "spirit"):
-        run_script("anomaly_patch.py", "--input", sample / f"{name}_templates.csv", "--patch",
-                   sample / "anomaly_patch.json", "--output", tmp_path / f"{name}_rectified.csv",
-                   "--report", tmp_path / f"{name}_patch_report.json")
-    run_script("cot_distill.py", "--input", tmp_path / "bgl_rectified.csv", tmp_path / "spirit_rectified.csv",
-               "--rationales", sample / "rationales.json", "--output_dir", tmp_path / "cot")
+        run_script(
+            "anomaly_patch.py",
+            "--input",
+            sample / f"{name}_templates.csv",
+            "--patch",
+            sample / "anomaly_patch.json",
+            "--output",
+            tmp_path / f"{name}_rectified.csv",
+            "--report",
+            tmp_path / f"{name}_patch_report.json",
+        )
+    run_script(
+        "cot_distill.py",
+        "--input",
+        tmp_path / "bgl_rectified.csv",
+        tmp_path / "spirit_rectified.csv",
+        "--rationales",
+        sample / "rationales.json",
+        "--output_dir",
+        tmp_path / "cot",
+    )
     run_script("parquet_builder.py", "--input", tmp_path / "cot" / "train_cot.json", "--output_dir", tmp_path / "pq")
     meta = json.loads((tmp_path / "pq" / "parquet_meta.json").read_text())
     assert (meta["samples"], meta["train"], meta["validation"]) == (80, 80, 0)  # every sample trains
@@ -305,20 +361,28 @@ def test_public_rationales_build_parquet_that_verl_loads(public_data, tmp_path, 
 
     from rationanomaly.rationales import join_rationales, read_rationales, read_templates, rectify_templates
 
-    templates = [s for name in ("bgl", "spirit")
-                 for s in rectify_templates(read_templates(public_data / "logprompt" / f"templates_{name}.xlsx"),
-                                            public_data / "rationanomaly" / "anomaly_patch.json")]
+    templates = [
+        s
+        for name in ("bgl", "spirit")
+        for s in rectify_templates(
+            read_templates(public_data / "logprompt" / f"templates_{name}.xlsx"),
+            public_data / "rationanomaly" / "anomaly_patch.json",
+        )
+    ]
     joined = join_rationales(templates, read_rationales(public_data / "rlog" / "AnomalyDetection_with_reason.json"))
     paths, meta = build_all(tmp_path, joined.samples, validation_ratio=0.1, seed=0)
     # 296 joined (37 abnormal): round(0.1 * 259) = 26 normal and round(0.1 * 37) = 4 abnormal held out
     assert (meta["train"], meta["validation"], meta["validation_abnormal"]) == (266, 30, 4)
-    config = OmegaConf.create({"max_prompt_length": 2048, "filter_overlong_prompts": True,
-                               "cache_dir": str(tmp_path / "cache")})
+    config = OmegaConf.create(
+        {"max_prompt_length": 2048, "filter_overlong_prompts": True, "cache_dir": str(tmp_path / "cache")}
+    )
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     assert len(create_rl_dataset([str(paths["rl_validation"])], config, tokenizer, None)) == 30
     sft = _load_sft(paths["sft_validation"], tokenizer, max_length=4096)
-    assert all(tokenizer.decode(sft[i]["input_ids"][sft[i]["loss_mask"].bool()]).strip().endswith("</answer> </s>")
-               for i in range(len(sft)))
+    assert all(
+        tokenizer.decode(sft[i]["input_ids"][sft[i]["loss_mask"].bool()]).strip().endswith("</answer> </s>")
+        for i in range(len(sft))
+    )
 
 
 def test_parquet_builder_rejects_bare_labels_with_a_message(tmp_path, capsys):

@@ -73,8 +73,9 @@ def test_build_requests_use_the_training_prompt_and_a_seed_per_position():
 
 
 def test_predict_samples_writes_the_reference_layout_and_run_metadata(tmp_path):
-    run = predict_samples(SAMPLES, EchoBackend(), tmp_path / "p.json", None, SamplingConfig(seed=5), batch_size=3,
-                          metadata={"model": "m"})
+    run = predict_samples(
+        SAMPLES, EchoBackend(), tmp_path / "p.json", None, SamplingConfig(seed=5), batch_size=3, metadata={"model": "m"}
+    )
     records = _read(tmp_path / "p.json")
     assert [list(r) for r in records] == [["instruction", "input", "output"]] * len(SAMPLES)
     assert [r["output"] for r in records] == [f"{5 + i}:{log}" for i, log in enumerate(LOGS)]
@@ -83,17 +84,19 @@ def test_predict_samples_writes_the_reference_layout_and_run_metadata(tmp_path):
     assert (run.total, run.resumed, run.generated) == (7, 0, 7)
 
 
-@pytest.mark.parametrize(("batch_size", "save_every", "fail_on_call", "saved"), [
-    (2, 2, 3, 4),  # saved after each of the two finished batches
-    (2, 3, 3, 4),  # 2 unsaved after batch 1 (< 3), saved at 4 after batch 2
-    (2, 3, 2, 0),  # interrupted before the first save: no file at all
-    (1, 100, 5, 0),  # save_every never reached
-])
+@pytest.mark.parametrize(
+    ("batch_size", "save_every", "fail_on_call", "saved"),
+    [
+        (2, 2, 3, 4),  # saved after each of the two finished batches
+        (2, 3, 3, 4),  # 2 unsaved after batch 1 (< 3), saved at 4 after batch 2
+        (2, 3, 2, 0),  # interrupted before the first save: no file at all
+        (1, 100, 5, 0),  # save_every never reached
+    ],
+)
 def test_interrupted_prediction_keeps_the_saved_prefix(tmp_path, batch_size, save_every, fail_on_call, saved):
     output = tmp_path / "p.json"
     with pytest.raises(KeyboardInterrupt):
-        predict_samples(SAMPLES, EchoBackend(fail_on_call), output, None, batch_size=batch_size,
-                        save_every=save_every)
+        predict_samples(SAMPLES, EchoBackend(fail_on_call), output, None, batch_size=batch_size, save_every=save_every)
     assert len(_read(output) if output.exists() else []) == saved
 
 
@@ -118,9 +121,12 @@ def test_resume_refuses_a_file_from_another_test_set(tmp_path):
         predict_samples(SAMPLES[1:], EchoBackend(), output, None)
 
 
-@pytest.mark.parametrize(("name", "error"), [
-    ("gpt", "unknown backend 'gpt'"),  # not a backend
-])
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("gpt", "unknown backend 'gpt'"),  # not a backend
+    ],
+)
 def test_resolve_backend_rejects_unknown_names(name, error):
     with pytest.raises(ValueError, match=error):
         resolve_backend(name)
@@ -173,13 +179,36 @@ def test_tiny_llama_predict_then_evaluate_end_to_end(tiny_llama_dir, tmp_path):
     write_samples(tmp_path / "test.json", SAMPLES)
     with pytest.raises(KeyboardInterrupt):
         backend = TransformersBackend(tiny_llama_dir, SHORT, batch_size=2, device="cpu")
-        predict_samples(SAMPLES, _Interrupting(backend, on_call=3), tmp_path / "resumed.json", COT_SYSTEM_PROMPT,
-                        SHORT, batch_size=2, save_every=2)
+        predict_samples(
+            SAMPLES,
+            _Interrupting(backend, on_call=3),
+            tmp_path / "resumed.json",
+            COT_SYSTEM_PROMPT,
+            SHORT,
+            batch_size=2,
+            save_every=2,
+        )
     assert len(_read(tmp_path / "resumed.json")) == 4
-    run = predict_file(tmp_path / "test.json", tmp_path / "resumed.json", model=tiny_llama_dir,
-                       backend="transformers", sampling=SHORT, batch_size=2, save_every=2, device="cpu")
-    predict_file(tmp_path / "test.json", tmp_path / "clean.json", model=tiny_llama_dir, backend="transformers",
-                 sampling=SHORT, batch_size=2, save_every=2, device="cpu")
+    run = predict_file(
+        tmp_path / "test.json",
+        tmp_path / "resumed.json",
+        model=tiny_llama_dir,
+        backend="transformers",
+        sampling=SHORT,
+        batch_size=2,
+        save_every=2,
+        device="cpu",
+    )
+    predict_file(
+        tmp_path / "test.json",
+        tmp_path / "clean.json",
+        model=tiny_llama_dir,
+        backend="transformers",
+        sampling=SHORT,
+        batch_size=2,
+        save_every=2,
+        device="cpu",
+    )
     assert (run.resumed, run.generated) == (4, 3)
     assert _read(tmp_path / "resumed.json") == _read(tmp_path / "clean.json")
     result = evaluate_files(tmp_path / "clean.json", tmp_path / "test.json", output_json=tmp_path / "m.json")
@@ -242,8 +271,15 @@ def chat_server():
 def test_openai_backend_sends_the_shared_sampling_and_prompt(chat_server, tmp_path):
     server, url = chat_server
     write_samples(tmp_path / "test.json", SAMPLES)
-    run = predict_file(tmp_path / "test.json", tmp_path / "p.json", model="tiny", backend="openai", mode="cot",
-                       base_url=url, concurrency=3)
+    run = predict_file(
+        tmp_path / "test.json",
+        tmp_path / "p.json",
+        model="tiny",
+        backend="openai",
+        mode="cot",
+        base_url=url,
+        concurrency=3,
+    )
     assert run.generated == 7
     outputs = [binarize(r["output"]) for r in _read(tmp_path / "p.json")]
     assert outputs == [ABNORMAL, NORMAL, NORMAL, ABNORMAL, NORMAL, ABNORMAL, NORMAL]
@@ -286,15 +322,27 @@ def _script(name):
 
 def test_model_predict_reference_form_writes_the_reference_output_path(tmp_path, capsys):
     write_samples(tmp_path / "BGL.json", SAMPLES)
-    catalog = {"models": ["tiny"], "model_paths": {"tiny": "tiny"}, "testsets": ["BGL"],
-               "testset_paths": {"BGL": "BGL.json"}, "results_dir": "results"}
+    catalog = {
+        "models": ["tiny"],
+        "model_paths": {"tiny": "tiny"},
+        "testsets": ["BGL"],
+        "testset_paths": {"BGL": "BGL.json"},
+        "results_dir": "results",
+    }
     (tmp_path / "list.json").write_text(json.dumps(catalog))
     main = _script("model_predict.py")["main"]
     argv = ["-m", "0", "-t", "0", "-c", "log", "--backend", "rules", "--catalog", str(tmp_path / "list.json")]
     assert main(argv) == 0
     output = tmp_path / "results" / "original_vllm_output" / "BGL_by_tiny.json"
-    assert [binarize(r["output"]) for r in _read(output)] == [ABNORMAL, NORMAL, NORMAL, ABNORMAL, NORMAL, ABNORMAL,
-                                                               NORMAL]
+    assert [binarize(r["output"]) for r in _read(output)] == [
+        ABNORMAL,
+        NORMAL,
+        NORMAL,
+        ABNORMAL,
+        NORMAL,
+        ABNORMAL,
+        NORMAL,
+    ]
     assert _read(output.with_name(output.name + ".meta.json"))["mode"] == "log"
     assert "Running inference by tiny on BGL" in capsys.readouterr().out
 
@@ -302,8 +350,10 @@ def test_model_predict_reference_form_writes_the_reference_output_path(tmp_path,
 def test_model_predict_needs_a_model_for_model_backends(tmp_path, capsys):
     write_samples(tmp_path / "t.json", SAMPLES)
     main = _script("model_predict.py")["main"]
-    assert main(["--testset", str(tmp_path / "t.json"), "--backend", "transformers",
-                 "--output", str(tmp_path / "p.json")]) == 2
+    assert (
+        main(["--testset", str(tmp_path / "t.json"), "--backend", "transformers", "--output", str(tmp_path / "p.json")])
+        == 2
+    )
     assert "needs a model: pass --model PATH" in capsys.readouterr().err
 
 
@@ -318,12 +368,15 @@ def test_shipped_catalogue_resolves_the_reference_numbers_against_the_repository
     assert session_path(catalog, "s").name == "Spirit_test_sessions.json"
 
 
-@pytest.mark.parametrize(("model", "testset", "expected"), [
-    ("0", "1", (0, 1)),  # reference form
-    ("models/x", "1", None),  # a path: explicit form
-    ("0", "test.json", None),
-    (None, "0", None),  # rules backend: no model
-])
+@pytest.mark.parametrize(
+    ("model", "testset", "expected"),
+    [
+        ("0", "1", (0, 1)),  # reference form
+        ("models/x", "1", None),  # a path: explicit form
+        ("0", "test.json", None),
+        (None, "0", None),  # rules backend: no model
+    ],
+)
 def test_reference_ids_only_when_both_are_numbers(model, testset, expected):
     assert reference_ids(model, testset) == expected
 
@@ -333,11 +386,14 @@ def test_catalogue_number_out_of_range_lists_the_choices():
         select(load_catalog(), 7, 0)
 
 
-@pytest.mark.parametrize("changed", [
-    {"system_prompt": COT_SYSTEM_PROMPT},  # another mode (-c cot after -c log) into the same default path
-    {"sampling": SamplingConfig(seed=1)},
-    {"metadata": {"model": "other"}},
-])
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"system_prompt": COT_SYSTEM_PROMPT},  # another mode (-c cot after -c log) into the same default path
+        {"sampling": SamplingConfig(seed=1)},
+        {"metadata": {"model": "other"}},
+    ],
+)
 def test_resume_refuses_a_file_made_with_other_settings(tmp_path, changed):
     output = tmp_path / "p.json"
     first = {"system_prompt": None, "sampling": SamplingConfig(), "metadata": {"model": "m"}}
@@ -360,15 +416,34 @@ def test_model_predict_names_a_model_folder_that_is_not_there(tmp_path, capsys):
     write_samples(tmp_path / "t.json", SAMPLES)
     main = _script("model_predict.py")["main"]
     missing = tmp_path / "models" / "RationAnomaly"
-    assert main(["--model", str(missing), "--testset", str(tmp_path / "t.json"), "--backend", "transformers",
-                 "--output", str(tmp_path / "p.json")]) == 2
-    assert capsys.readouterr().err == (f"error: model folder {missing} not found; pass an exported model folder (bash "
-                                       "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)\n")
+    assert (
+        main(
+            [
+                "--model",
+                str(missing),
+                "--testset",
+                str(tmp_path / "t.json"),
+                "--backend",
+                "transformers",
+                "--output",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        f"error: model folder {missing} not found; pass an exported model folder (bash "
+        "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)\n"
+    )
 
 
 def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(tmp_path, capsys):
-    catalog = {"models": ["tiny"], "model_paths": {"tiny": "tiny"}, "testsets": ["BGL"],
-               "testset_paths": {"BGL": "testsets/BGL_test.json"}}
+    catalog = {
+        "models": ["tiny"],
+        "model_paths": {"tiny": "tiny"},
+        "testsets": ["BGL"],
+        "testset_paths": {"BGL": "testsets/BGL_test.json"},
+    }
     (tmp_path / "list.json").write_text(json.dumps(catalog))
     main = _script("model_predict.py")["main"]
     assert main(["-m", "0", "-t", "0", "--backend", "rules", "--catalog", str(tmp_path / "list.json")]) == 2
@@ -388,7 +463,8 @@ def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, 
     result = cli("validation/model_predict.py", [*argv, "--batch_size", "3"])
     assert result.code == 2 and result.errors == [
         f"error: {tmp_path / 'p.json'} was made with another batch_size (see {tmp_path / 'p.json.meta.json'}); pass "
-        "another --output, or delete both files to start over"]
+        "another --output, or delete both files to start over"
+    ]
     assert snapshot(tmp_path) == before
     assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0  # same settings: resumes
     assert json.loads((tmp_path / "p.json").read_text()) == records
@@ -397,8 +473,10 @@ def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_model_predict_batch_size_must_be_a_positive_integer(tmp_path, cli, capsys, value):
     with pytest.raises(SystemExit) as stopped:
-        cli("validation/model_predict.py", ["--backend", "rules", "--testset", str(tmp_path / "t.json"),
-                                            "--batch_size", value])
+        cli(
+            "validation/model_predict.py",
+            ["--backend", "rules", "--testset", str(tmp_path / "t.json"), "--batch_size", value],
+        )
     assert stopped.value.code == 2 and "error: argument --batch_size/--batch-size" in capsys.readouterr().err
 
 
@@ -408,14 +486,17 @@ def test_predict_file_refuses_a_batch_size_below_one(tmp_path):
         predict_file(tmp_path / "t.json", tmp_path / "p.json", backend="rules", batch_size=0)
 
 
-@pytest.mark.parametrize(("model", "local"), [
-    ("{tmp}/models/RationAnomaly", True),  # absolute
-    ("./models/RationAnomaly", True),  # explicitly relative
-    ("models/RationAnomaly", True),  # models/ exists here, so this is a folder
-    ("a/b/c", True),  # deeper than org/name
-    ("meta-llama/Llama-2-7b-chat-hf", False),  # org/name: may be a hub id
-    ("gpt2", False),  # a bare hub name
-])
+@pytest.mark.parametrize(
+    ("model", "local"),
+    [
+        ("{tmp}/models/RationAnomaly", True),  # absolute
+        ("./models/RationAnomaly", True),  # explicitly relative
+        ("models/RationAnomaly", True),  # models/ exists here, so this is a folder
+        ("a/b/c", True),  # deeper than org/name
+        ("meta-llama/Llama-2-7b-chat-hf", False),  # org/name: may be a hub id
+        ("gpt2", False),  # a bare hub name
+    ],
+)
 def test_check_local_model_tells_a_missing_folder_from_a_hub_id(tmp_path, monkeypatch, model, local):
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)

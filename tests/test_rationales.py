@@ -66,13 +66,33 @@ def test_join_excludes_conflicts_and_malformed_and_lists_the_rest_as_missing():
     assert [s.label for s in result.missing] == [ABNORMAL, NORMAL, ABNORMAL]  # word labels for distillation
     assert result.unused == ["zzz"]
     report = result.report()
-    assert {k: report[k] for k in ("templates", "rationales", "templates_with_rationale", "joined", "missing",
-                                   "conflicts", "malformed", "kept_conflicts")} == {
-        "templates": 4, "rationales": 4, "templates_with_rationale": 3, "joined": 1, "missing": 3, "conflicts": 1,
-        "malformed": 1, "kept_conflicts": 0}
+    assert {
+        k: report[k]
+        for k in (
+            "templates",
+            "rationales",
+            "templates_with_rationale",
+            "joined",
+            "missing",
+            "conflicts",
+            "malformed",
+            "kept_conflicts",
+        )
+    } == {
+        "templates": 4,
+        "rationales": 4,
+        "templates_with_rationale": 3,
+        "joined": 1,
+        "missing": 3,
+        "conflicts": 1,
+        "malformed": 1,
+        "kept_conflicts": 0,
+    }
     records = issues_as_records(result.issues)
-    assert [(r["input"], r["reason"], r["kept"]) for r in records] == [("b <*>", CONFLICT, False),
-                                                                       ("c <*>", MALFORMED_TAGS, False)]
+    assert [(r["input"], r["reason"], r["kept"]) for r in records] == [
+        ("b <*>", CONFLICT, False),
+        ("c <*>", MALFORMED_TAGS, False),
+    ]
 
 
 def test_join_keep_conflicts_rewrites_answer_to_rectified_label_and_flags_it():
@@ -83,8 +103,9 @@ def test_join_keep_conflicts_rewrites_answer_to_rectified_label_and_flags_it():
 
 
 def test_join_keep_conflicts_never_keeps_malformed():
-    result = join_rationales(TEMPLATES, [Rationale("a <*>", "<think></think><answer>normal</answer>")],
-                             keep_conflicts=True)
+    result = join_rationales(
+        TEMPLATES, [Rationale("a <*>", "<think></think><answer>normal</answer>")], keep_conflicts=True
+    )
     assert result.samples == [] and [i.reason for i in result.issues] == [EMPTY_THINK]
 
 
@@ -124,9 +145,14 @@ def test_read_rationales_missing_reasoning_names_the_item(tmp_path):
 
 def test_read_templates_sheet_and_sample_json_give_word_labels(tmp_path):
     (tmp_path / "t.csv").write_text("log,label\na <*>,0\nb <*>,1\n")
-    (tmp_path / "t.json").write_text(json.dumps([{"instruction": "i", "input": "c", "label": "Abnormal"},
-                                                 {"instruction": "i", "input": "d",
-                                                  "label": cot_label("x", NORMAL)}]))
+    (tmp_path / "t.json").write_text(
+        json.dumps(
+            [
+                {"instruction": "i", "input": "c", "label": "Abnormal"},
+                {"instruction": "i", "input": "d", "label": cot_label("x", NORMAL)},
+            ]
+        )
+    )
     assert [(s.input, s.label) for s in read_templates(tmp_path / "t.csv")] == [("a <*>", NORMAL), ("b <*>", ABNORMAL)]
     assert [(s.input, s.label) for s in read_templates(tmp_path / "t.json")] == [("c", ABNORMAL), ("d", NORMAL)]
 
@@ -145,21 +171,36 @@ def rectified(sheet, patch) -> list[Sample]:
 )
 def test_rectify_templates_applies_patch_in_memory(tmp_path, match, expected):
     patch = tmp_path / "patch.json"
-    patch.write_text(json.dumps([{"input": "a <*>", "label": "abnormal", "rectified": "normal"},
-                                 {"input": "b <*>", "label": "normal", "rectified": "abnormal"},
-                                 {"input": "c, <*>", "label": "normal", "rectified": "abnormal"}]))
+    patch.write_text(
+        json.dumps(
+            [
+                {"input": "a <*>", "label": "abnormal", "rectified": "normal"},
+                {"input": "b <*>", "label": "normal", "rectified": "abnormal"},
+                {"input": "c, <*>", "label": "normal", "rectified": "abnormal"},
+            ]
+        )
+    )
     templates = [Sample("a <*>", ABNORMAL), Sample("b <*>", NORMAL), Sample("c <*>", NORMAL)]
     assert [s.label for s in rectify_templates(templates, patch, match)] == expected
 
 
 def test_embedded_sample_rationales_join_to_rectified_templates():
-    templates = [s for name in ("bgl", "spirit")
-                 for s in rectified(SAMPLE_DATA_DIR / f"{name}_templates.csv", SAMPLE_DATA_DIR / "anomaly_patch.json")]
+    templates = [
+        s
+        for name in ("bgl", "spirit")
+        for s in rectified(SAMPLE_DATA_DIR / f"{name}_templates.csv", SAMPLE_DATA_DIR / "anomaly_patch.json")
+    ]
     result = join_rationales(templates, read_rationales(SAMPLE_DATA_DIR / "rationales.json"))
     report = result.report()
     assert report["joined"] + report["missing"] == report["templates"] == len({s.input for s in templates})
     assert {k: report[k] for k in ("templates", "joined", "joined_abnormal", "missing", "conflicts", "malformed")} == {
-        "templates": 92, "joined": 80, "joined_abnormal": 21, "missing": 12, "conflicts": 3, "malformed": 1}
+        "templates": 92,
+        "joined": 80,
+        "joined_abnormal": 21,
+        "missing": 12,
+        "conflicts": 3,
+        "malformed": 1,
+    }
     labels = {s.input: s.label for s in templates}
     assert all(check_rationale(s.label, labels[s.input]) is None for s in result.samples)  # ends in the rectified label
 
@@ -173,13 +214,19 @@ def test_public_rlog_rationales_against_rectified_logprompt_labels(public_data):
     assert len(rationales) == 332
     assert sorted(r.label for r in rationales).count(ABNORMAL) == 40  # 292 normal / 40 abnormal as published
     assert [join_rationales(part, rationales).report()["templates_with_rationale"] for part in (bgl, spirit)] == [
-        194, 138]
+        194,
+        138,
+    ]
     result = join_rationales(bgl + spirit, rationales)
     report = result.report()
     assert report["by_reason"] == {CONFLICT: 31, EMPTY_THINK: 3, MALFORMED_TAGS: 2}
     # 30 rationales argue normal for a template the experts rectified to abnormal, 1 the other way round
     assert (report["conflicts_normal_to_abnormal"], report["conflicts_abnormal_to_normal"]) == (30, 1)
     assert (report["joined"], report["joined_abnormal"], report["missing"], report["unused_rationales"]) == (
-        296, 37, 3063 - 296, 0)
+        296,
+        37,
+        3063 - 296,
+        0,
+    )
     kept = join_rationales(bgl + spirit, rationales, keep_conflicts=True).report()
     assert (kept["joined"], kept["joined_abnormal"], kept["kept_conflicts"]) == (327, 67, 31)

@@ -43,8 +43,16 @@ def workspace(tmp_path: Path) -> Path:
 
 def test_readme_blocks_cover_every_data_and_validation_script():
     joined = "\n".join(readme_blocks((REPO_ROOT / "README.md").read_text(encoding="utf-8")))
-    for script in ("anomaly_patch.py", "session_builder.py", "template_split.py", "cot_distill.py",
-                   "parquet_builder.py", "model_predict.py", "model_evaluate.py", "rationanomaly.watch"):
+    for script in (
+        "anomaly_patch.py",
+        "session_builder.py",
+        "template_split.py",
+        "cot_distill.py",
+        "parquet_builder.py",
+        "model_predict.py",
+        "model_evaluate.py",
+        "rationanomaly.watch",
+    ):
         assert script in joined
 
 
@@ -53,8 +61,9 @@ def test_readme_commands_run_as_written_in_order(tmp_path):
     root = workspace(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
     for block in readme_blocks((REPO_ROOT / "README.md").read_text(encoding="utf-8")):
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=root, env=env, capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block], cwd=root, env=env, capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, f"README block failed:\n{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (root / "datasets" / "bgl_train.parquet").is_file()
     assert (root / "runs" / "validation" / "evaluation" / "BGL_by_rules.json").is_file()
@@ -96,8 +105,13 @@ def assignments_and_program(words: list[str]) -> tuple[dict[str, str], list[str]
 
 def help_text(argv: list[str]) -> str:
     """What `argv --help` prints (the scripts' and modules' own argparse help)."""
-    done = subprocess.run([*argv, "--help"], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    done = subprocess.run(
+        [*argv, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert done.returncode == 0, f"{' '.join(argv)} --help failed: {done.stderr[-1000:]}"
     return done.stdout
 
@@ -119,8 +133,9 @@ def python_commands() -> dict[tuple[str, ...], set[str]]:
     return found
 
 
-@pytest.mark.parametrize("program, flags", sorted(python_commands().items()), ids=lambda v: " ".join(v)
-                         if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    "program, flags", sorted(python_commands().items()), ids=lambda v: " ".join(v) if isinstance(v, tuple) else None
+)
 def test_every_flag_readme_passes_a_python_command_exists(program, flags):
     text = help_text([sys.executable, *program])
     missing = sorted(flag for flag in flags if flag not in text)
@@ -182,16 +197,30 @@ def test_vllm_serve_in_the_readme_uses_flags_vllm_knows():
 def gpu_data_blocks(text: str) -> list[str]:
     """The GPU section's bash blocks that a CPU runs: its data steps (no model, server or GPU needed)."""
     start = text.index(GPU_SECTION)
-    section = text[start: text.index("\n## ", start + len(GPU_SECTION))]
-    needs_gpu = ("hf ", "vllm", "--base_url", "model_train.sh", "model_export.sh", "ray start", "--backend vllm",
-                 "pip install")
+    section = text[start : text.index("\n## ", start + len(GPU_SECTION))]
+    needs_gpu = (
+        "hf ",
+        "vllm",
+        "--base_url",
+        "model_train.sh",
+        "model_export.sh",
+        "ray start",
+        "--backend vllm",
+        "pip install",
+    )
     return [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if not any(k in b for k in needs_gpu)]
 
 
 def test_gpu_section_data_steps_cover_the_recipe():
     joined = "\n".join(gpu_data_blocks(readme_text()))
-    for script in ("log_parser.py", "anomaly_patch.py", "session_builder.py", "template_split.py",
-                   "cot_distill.py", "parquet_builder.py"):
+    for script in (
+        "log_parser.py",
+        "anomaly_patch.py",
+        "session_builder.py",
+        "template_split.py",
+        "cot_distill.py",
+        "parquet_builder.py",
+    ):
         assert script in joined
 
 
@@ -208,11 +237,13 @@ def test_gpu_section_runs_on_the_public_data_up_to_the_dry_run(public_data, tmp_
     root = workspace(tmp_path / "repo")
     (root / "runs" / "raw").mkdir(parents=True)
     (root / "runs" / "raw" / "BGL.log").symlink_to(public_data / "loghub" / "BGL_2k.log")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "RATIONANOMALY_PUBLIC_DATA": str(public_data)}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RATIONANOMALY_PUBLIC_DATA": str(public_data),
+    }
     script = "\n".join(gpu_data_blocks(readme_text()))  # one shell, as a user runs them: `D` carries over
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"README blocks failed:\n{script}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     report = json.loads((root / "runs" / "cot" / "cot_report.json").read_text())
     meta = json.loads((root / "datasets" / "parquet_meta.json").read_text())
@@ -220,8 +251,10 @@ def test_gpu_section_runs_on_the_public_data_up_to_the_dry_run(public_data, tmp_
     assert len(json.loads((root / "runs" / "cot" / "missing.json").read_text())) == 1345, report
     assert (root / "datasets" / "testsets" / "BGL_test_sessions.json").is_file()
     # the step numbers README quotes are the ones the documented run writes (every template distilled)
-    rows = sum(len(json.loads((root / "datasets" / "testsets" / f"{name}_train.json").read_text()))
-               for name in ("BGL", "Spirit"))
+    rows = sum(
+        len(json.loads((root / "datasets" / "testsets" / f"{name}_train.json").read_text()))
+        for name in ("BGL", "Spirit")
+    )
     per_epoch = rows // 32  # data.train_batch_size and SFT_BATCH_SIZE
     grpo, sft = save_steps(per_epoch * 2, 10, save_last=False), save_steps(per_epoch * 3, per_epoch, save_last=True)
     assert (rows, per_epoch, grpo[-2:], sft) == (1494, 46, (90, 92), (46, 92, 138))
@@ -234,9 +267,13 @@ def test_gpu_section_runs_on_the_public_data_up_to_the_dry_run(public_data, tmp_
     knobs = {key: value for key, value in knobs.items() if key not in ("TRAIN_FILES", "SFT_TRAIN_FILES")}
     (root / "model_train.sh").symlink_to(REPO_ROOT / "model_train.sh")
     (root / "verl").symlink_to(REPO_ROOT / "verl")
-    done = subprocess.run(["bash", "model_train.sh", "trainer.max_actor_ckpt_to_keep=3"], cwd=root,
-                          env={**env, **knobs, "DRY_RUN": "1", "STAGE": "grpo", "PYTHON": sys.executable},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "model_train.sh", "trainer.max_actor_ckpt_to_keep=3"],
+        cwd=root,
+        env={**env, **knobs, "DRY_RUN": "1", "STAGE": "grpo", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "datasets/bgl_train.parquet (149 rows)" in done.stdout
     assert "37 per epoch x 2 epochs = 74" in done.stdout  # 149 // 4 with the tiny batch

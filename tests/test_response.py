@@ -21,8 +21,27 @@ def regex_last(text: str, tag: str, flags: int = re.DOTALL) -> str | None:
     return found[-1].strip() if found else None
 
 
-PIECES = st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "<ANSWER>", "</Answer>", "<em>", "</em>",
-                          "<b>", "</b>", "<answer", "answer>", "</", "a", " ", "\n", "normal"])
+PIECES = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "<ANSWER>",
+        "</Answer>",
+        "<em>",
+        "</em>",
+        "<b>",
+        "</b>",
+        "<answer",
+        "answer>",
+        "</",
+        "a",
+        " ",
+        "\n",
+        "normal",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -30,17 +49,26 @@ PIECES = st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "<ANSW
 def test_tag_extraction_equals_the_lazy_regex_on_every_mix_of_tags(text):
     assert extract_answer(text) == regex_last(text, "answer")
     assert extract_think(text) == regex_last(text, "think")
-    expected = next((found for tag in ("answer", "em", "b")
-                     if (found := regex_last(text, tag, re.DOTALL | re.IGNORECASE)) is not None), None)
+    expected = next(
+        (
+            found
+            for tag in ("answer", "em", "b")
+            if (found := regex_last(text, tag, re.DOTALL | re.IGNORECASE)) is not None
+        ),
+        None,
+    )
     assert tagged_answer(text) == expected
 
 
-@pytest.mark.parametrize(("text", "answer"), [
-    ("<answer>a</answer><answer>b</answer>", "b"),  # the last block wins
-    ("<answer><answer>x</answer>", "<answer>x"),  # an opening tag inside a block is content
-    ("</answer><answer>x", None),  # never closed
-    ("<answer> normal \n</answer>tail", "normal"),  # stripped, across newlines
-])
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("<answer>a</answer><answer>b</answer>", "b"),  # the last block wins
+        ("<answer><answer>x</answer>", "<answer>x"),  # an opening tag inside a block is content
+        ("</answer><answer>x", None),  # never closed
+        ("<answer> normal \n</answer>tail", "normal"),  # stripped, across newlines
+    ],
+)
 def test_extract_answer_cases(text, answer):
     assert extract_answer(text) == answer
 
@@ -69,16 +97,27 @@ def _regex_literals(tree: ast.AST) -> list[str]:
     """The string pieces of every pattern handed to a `re` function (compile, findall, finditer, ...)."""
     pieces = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "re":
-            pieces.append("".join(c.value for c in ast.walk(node.args[0])
-                                  if isinstance(c, ast.Constant) and isinstance(c.value, str)))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.args
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "re"
+        ):
+            pieces.append(
+                "".join(
+                    c.value for c in ast.walk(node.args[0]) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                )
+            )
     return pieces
 
 
 def test_no_regex_in_the_package_scans_lazily_between_tags():
     """A `<tag>(.*?)</tag>` pattern anywhere in the package would bring the quadratic scan back."""
-    offenders = [str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.rglob("*.py")
-                 if any("(.*?)" in piece for piece in _regex_literals(ast.parse(p.read_text(encoding="utf-8"))))]
+    offenders = [
+        str(p.relative_to(PACKAGE_DIR))
+        for p in PACKAGE_DIR.rglob("*.py")
+        if any("(.*?)" in piece for piece in _regex_literals(ast.parse(p.read_text(encoding="utf-8"))))
+    ]
     assert offenders == []
     assert any("(.*?)" in piece for piece in _regex_literals(ast.parse('re.findall(rf"<{t}>(.*?)</{t}>", x)')))

@@ -18,10 +18,13 @@ from rationanomaly.results import (
 )
 
 
-@pytest.mark.parametrize(("dataset", "level", "methods"), [
-    ("BGL", "template", ["LogPrompt", "Llama-2-7B zero-shot", "RationAnomaly"]),  # template cells of 3 methods
-    ("Spirit", "session", list(PAPER_TABLE2)),  # every method reports sessions
-])
+@pytest.mark.parametrize(
+    ("dataset", "level", "methods"),
+    [
+        ("BGL", "template", ["LogPrompt", "Llama-2-7B zero-shot", "RationAnomaly"]),  # template cells of 3 methods
+        ("Spirit", "session", list(PAPER_TABLE2)),  # every method reports sessions
+    ],
+)
 def test_paper_rows_leave_out_empty_cells(dataset, level, methods):
     assert [row.method for row in paper_rows(dataset, level)] == methods
 

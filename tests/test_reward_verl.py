@@ -152,13 +152,30 @@ def test_verl_run_cli_scores_parquet_rollouts_like_the_direct_call(tmp_path, tin
     from rationanomaly.parquet import rl_row
     from rationanomaly.samples import Sample
 
-    samples = [Sample("ciod: failed to read message prefix", cot_label("A read failure.", "abnormal")),
-               Sample("instruction cache parity error corrected", cot_label("Corrected, routine.", "normal"))]
+    samples = [
+        Sample("ciod: failed to read message prefix", cot_label("A read failure.", "abnormal")),
+        Sample("instruction cache parity error corrected", cot_label("Corrected, routine.", "normal")),
+    ]
     parquet = tmp_path / "rl.parquet"
     pd.DataFrame([rl_row(i, "train", s, "system") for i, s in enumerate(samples)]).to_parquet(parquet)
     out = tmp_path / "check"
-    assert main(["--parquet", str(parquet), "--model", str(tiny_llama_dir), "--ppl_model", str(tiny_gpt2_dir),
-                 "--dtype", "float32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--parquet",
+                str(parquet),
+                "--model",
+                str(tiny_llama_dir),
+                "--ppl_model",
+                str(tiny_gpt2_dir),
+                "--dtype",
+                "float32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "rewards.json").read_text())
     assert len(result["rollouts"]) == 8 and result["max_difference"] < 1e-6
     assert result["mean_by_kind"]["flipped_label"]["score"] == pytest.approx(0.1 - 1 / 0.15)

@@ -19,10 +19,13 @@ PATCH, RATIONALES = SAMPLE_DATA_DIR / "anomaly_patch.json", SAMPLE_DATA_DIR / "r
 STRUCTURED = SAMPLE_DATA_DIR / "bgl_structured.csv"
 
 
-@pytest.mark.parametrize(("path", "templates", "abnormal"), [
-    (BGL, 50, 11),  # 22% abnormal
-    (SPIRIT, 42, 8),  # 19% abnormal
-])
+@pytest.mark.parametrize(
+    ("path", "templates", "abnormal"),
+    [
+        (BGL, 50, 11),  # 22% abnormal
+        (SPIRIT, 42, 8),  # 19% abnormal
+    ],
+)
 def test_sample_sheet_loads_without_duplicates_and_with_documented_counts(path, templates, abnormal):
     sheet = load_template_sheet(path)
     assert (len(sheet.frame), sheet.anomalies, sheet.duplicates) == (templates, abnormal, ())
@@ -34,12 +37,16 @@ def test_sample_sheets_share_no_template():
     assert bgl.isdisjoint(spirit)
 
 
-@pytest.mark.parametrize(("match", "matched", "changed", "to_abnormal", "to_normal", "unmatched"), [
-    (EXACT, 8, 7, 5, 2, ["fan module <*> failed airflow below threshold <*>"]),  # the comma near-miss
-    (NORMALIZED, 9, 8, 6, 2, []),
-])
-def test_sample_patch_has_documented_effect_on_both_sheets(tmp_path, match, matched, changed, to_abnormal,
-                                                           to_normal, unmatched):
+@pytest.mark.parametrize(
+    ("match", "matched", "changed", "to_abnormal", "to_normal", "unmatched"),
+    [
+        (EXACT, 8, 7, 5, 2, ["fan module <*> failed airflow below threshold <*>"]),  # the comma near-miss
+        (NORMALIZED, 9, 8, 6, 2, []),
+    ],
+)
+def test_sample_patch_has_documented_effect_on_both_sheets(
+    tmp_path, match, matched, changed, to_abnormal, to_normal, unmatched
+):
     pairs = [(BGL, tmp_path / "bgl.csv"), (SPIRIT, tmp_path / "spirit.csv")]
     report = patch_files(pairs, PATCH, tmp_path / "report.json", match)
     assert (report["patch_entries"], report["matched"], report["changed"]) == (9, matched, changed)
@@ -56,14 +63,16 @@ def test_sample_rationales_cover_most_templates_and_carry_the_documented_flaws()
     assert len(records) / len(templates) >= 0.9
     untagged = [r["input"] for r in records if not tags_in_order(r["reasoning"])]
     assert untagged == ["kernel: Lustre: client <*> reconnected to OST <*>"]
-    conflicts = sorted(r["input"] for r in records
-                       if tags_in_order(r["reasoning"]) and extract_answer(r["reasoning"]) != r["label"])
+    conflicts = sorted(
+        r["input"] for r in records if tags_in_order(r["reasoning"]) and extract_answer(r["reasoning"]) != r["label"]
+    )
     assert conflicts == ["link card <*> power supply fault detected", "program interrupt counter reset to <*>"]
 
 
 def test_sample_rationale_labels_are_the_patched_labels(tmp_path):
-    patch_files([(BGL, tmp_path / "bgl.csv"), (SPIRIT, tmp_path / "spirit.csv")], PATCH, tmp_path / "r.json",
-                NORMALIZED)
+    patch_files(
+        [(BGL, tmp_path / "bgl.csv"), (SPIRIT, tmp_path / "spirit.csv")], PATCH, tmp_path / "r.json", NORMALIZED
+    )
     patched = {}
     for name in ("bgl.csv", "spirit.csv"):
         frame = load_template_sheet(tmp_path / name).frame
@@ -101,8 +110,13 @@ def test_sample_structured_log_regenerates_byte_for_byte(tmp_path):
 def test_sample_readme_says_the_data_is_synthetic():
     text = (SAMPLE_DATA_DIR / "README.md").read_text(encoding="utf-8")
     assert "synthetic" in text.lower()
-    for name in ("bgl_templates.csv", "spirit_templates.csv", "anomaly_patch.json", "rationales.json",
-                 "bgl_structured.csv"):
+    for name in (
+        "bgl_templates.csv",
+        "spirit_templates.csv",
+        "anomaly_patch.json",
+        "rationales.json",
+        "bgl_structured.csv",
+    ):
         assert name in text
 
 

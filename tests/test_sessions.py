@@ -40,15 +40,18 @@ def session(index: int, abnormal: bool) -> Session:
     return Session(index, index * 10 + 1, ("t",) * 2, (0, int(abnormal)))
 
 
-@pytest.mark.parametrize(("ids", "window", "mode", "keep_partial", "expected"), [
-    (range(1, 11), 5, FIXED, False, [(0, 5), (5, 10)]),  # exact multiple
-    (range(1, 13), 5, FIXED, False, [(0, 5), (5, 10)]),  # short last window dropped
-    (range(1, 13), 5, FIXED, True, [(0, 5), (5, 10), (10, 12)]),  # ... or kept
-    (range(1, 13), 5, REFERENCE, False, [(0, 6), (6, 12)]),  # reference: window + 1 consecutive lines
-    (range(1, 14), 5, REFERENCE, True, [(0, 6), (6, 12), (12, 13)]),
-    ([1, 2, 9, 10, 11, 20], 5, REFERENCE, True, [(0, 2), (2, 5), (5, 6)]),  # reference follows LineId gaps
-    ([], 5, FIXED, True, []),
-])
+@pytest.mark.parametrize(
+    ("ids", "window", "mode", "keep_partial", "expected"),
+    [
+        (range(1, 11), 5, FIXED, False, [(0, 5), (5, 10)]),  # exact multiple
+        (range(1, 13), 5, FIXED, False, [(0, 5), (5, 10)]),  # short last window dropped
+        (range(1, 13), 5, FIXED, True, [(0, 5), (5, 10), (10, 12)]),  # ... or kept
+        (range(1, 13), 5, REFERENCE, False, [(0, 6), (6, 12)]),  # reference: window + 1 consecutive lines
+        (range(1, 14), 5, REFERENCE, True, [(0, 6), (6, 12), (12, 13)]),
+        ([1, 2, 9, 10, 11, 20], 5, REFERENCE, True, [(0, 2), (2, 5), (5, 6)]),  # reference follows LineId gaps
+        ([], 5, FIXED, True, []),
+    ],
+)
 def test_window_bounds(ids, window, mode, keep_partial, expected):
     assert window_bounds(list(ids), window, mode, keep_partial) == expected
 
@@ -62,7 +65,9 @@ def test_window_bounds_rejects_bad_parameters(window, mode):
 def test_build_sessions_is_abnormal_if_any_line_is():
     sessions = build_sessions([1, 2, 3, 4], ["a", "b", "c", "d"], [0, 0, 0, 1], window=2)
     assert [(s.session_id, s.first_line, s.templates, s.label) for s in sessions] == [
-        (0, 1, ("a", "b"), NORMAL), (1, 3, ("c", "d"), ABNORMAL)]
+        (0, 1, ("a", "b"), NORMAL),
+        (1, 3, ("c", "d"), ABNORMAL),
+    ]
 
 
 def test_build_sessions_rejects_unequal_columns():
@@ -77,12 +82,15 @@ def test_split_chronological_keeps_order_and_floors_the_cut(n, ratio, train):
     assert len(first) == train and first + second == sessions
 
 
-@pytest.mark.parametrize(("abnormal", "normal", "ratio", "expected"), [
-    (10, 20, 0.15, (4, 20)),  # too many anomalies: round(0.15 * 20 / 0.85) = 4 kept, every normal kept
-    (2, 40, 0.15, (2, 11)),  # too few: every anomaly kept, round(2 * 0.85 / 0.15) = 11 normals
-    (1, 100, 0.5, (1, 1)),
-    (0, 5, 0.15, (0, 5)),  # one class only: unchanged
-])
+@pytest.mark.parametrize(
+    ("abnormal", "normal", "ratio", "expected"),
+    [
+        (10, 20, 0.15, (4, 20)),  # too many anomalies: round(0.15 * 20 / 0.85) = 4 kept, every normal kept
+        (2, 40, 0.15, (2, 11)),  # too few: every anomaly kept, round(2 * 0.85 / 0.15) = 11 normals
+        (1, 100, 0.5, (1, 1)),
+        (0, 5, 0.15, (0, 5)),  # one class only: unchanged
+    ],
+)
 def test_sample_anomaly_ratio_subsamples_only_the_over_represented_class(abnormal, normal, ratio, expected):
     sessions = [session(i, i < abnormal) for i in range(abnormal + normal)]
     kept = sample_anomaly_ratio(sessions, ratio, seed=0)
@@ -103,17 +111,23 @@ def test_sample_anomaly_ratio_rejects_ratios_outside_the_open_unit_interval(rati
         sample_anomaly_ratio([session(0, True)], ratio, 0)
 
 
-@pytest.mark.parametrize(("templates", "labels", "expected", "mixed"), [
-    (["a", "b", "a", "c"], [0, 0, 1, 0], [("a", ABNORMAL), ("b", NORMAL), ("c", NORMAL)], ("a",)),  # one alert line
-    (["b", "a", "b"], [0, 0, 0], [("b", NORMAL), ("a", NORMAL)], ()),  # first-occurrence order, not sorted
-    (["x", "x"], [1, 1], [("x", ABNORMAL)], ()),  # every line abnormal: not mixed
-    ([], [], [], ()),
-])
+@pytest.mark.parametrize(
+    ("templates", "labels", "expected", "mixed"),
+    [
+        (["a", "b", "a", "c"], [0, 0, 1, 0], [("a", ABNORMAL), ("b", NORMAL), ("c", NORMAL)], ("a",)),  # one alert line
+        (["b", "a", "b"], [0, 0, 0], [("b", NORMAL), ("a", NORMAL)], ()),  # first-occurrence order, not sorted
+        (["x", "x"], [1, 1], [("x", ABNORMAL)], ()),  # every line abnormal: not mixed
+        ([], [], [], ()),
+    ],
+)
 def test_template_samples_is_abnormal_if_any_line_is_and_reports_mixed(templates, labels, expected, mixed):
     derived = template_samples(templates, labels)
     assert [(s.input, s.label) for s in derived.samples] == expected and derived.mixed == mixed
-    assert derived.counts() == {"templates": len(expected), "abnormal": sum(v == ABNORMAL for _, v in expected),
-                                "mixed_labels": len(mixed)}
+    assert derived.counts() == {
+        "templates": len(expected),
+        "abnormal": sum(v == ABNORMAL for _, v in expected),
+        "mixed_labels": len(mixed),
+    }
 
 
 def test_template_samples_rejects_unequal_columns():
@@ -156,9 +170,12 @@ def test_build_session_dataset_on_sample_writes_files_and_description(tmp_path):
 def test_build_session_dataset_writes_the_unique_templates_of_each_side(tmp_path):
     desc = build_session_dataset(SAMPLE_DATA_DIR / "bgl_structured.csv", tmp_path, seed=0)
     train, test = read_samples(tmp_path / TRAIN_TEMPLATES_FILE), read_samples(tmp_path / TEST_TEMPLATES_FILE)
-    assert desc["templates"] == {"all": {"templates": 49, "abnormal": 10, "mixed_labels": 0},
-                                 "train": {"templates": 46, "abnormal": 7, "mixed_labels": 0},
-                                 "test": {"templates": 48, "abnormal": 9, "mixed_labels": 0}, "test_in_train": 45}
+    assert desc["templates"] == {
+        "all": {"templates": 49, "abnormal": 10, "mixed_labels": 0},
+        "train": {"templates": 46, "abnormal": 7, "mixed_labels": 0},
+        "test": {"templates": 48, "abnormal": 9, "mixed_labels": 0},
+        "test_in_train": 45,
+    }
     assert [s.input for s in test] == list(session_template_samples(read_sessions(tmp_path / TEST_FILE)).inputs)
     assert (len(train), sum(s.label == ABNORMAL for s in train)) == (46, 7)
     assert desc["outputs"]["test_templates"] == str(tmp_path / TEST_TEMPLATES_FILE)
@@ -195,8 +212,17 @@ def test_build_session_dataset_is_byte_identical_for_the_same_seed(tmp_path):
 
 def test_session_builder_cli_runs_and_summarises(tmp_path, capsys):
     main = runpy.run_path(str(REPO_ROOT / "datasets" / "session_builder.py"), run_name="cli")["main"]
-    argv = ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output-dir", str(tmp_path),
-            "--mode", "reference", "--keep-partial", "--train-anomaly-ratio", "0"]
+    argv = [
+        "--input",
+        str(SAMPLE_DATA_DIR / "bgl_structured.csv"),
+        "--output-dir",
+        str(tmp_path),
+        "--mode",
+        "reference",
+        "--keep-partial",
+        "--train-anomaly-ratio",
+        "0",
+    ]
     assert main(argv) == 0
     desc = json.loads((tmp_path / DESC_FILE).read_text())
     assert desc["all"]["sessions"] == 15 and desc["train"] == desc["train_before_sampling"]  # 14 x 101 + 86
@@ -224,14 +250,18 @@ def test_session_builder_cli_reports_a_missing_input(tmp_path, capsys):
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(("mode", "keep_partial", "sessions", "abnormal", "dropped"), [
-    (FIXED, False, 20, 12, 0),  # 2000 lines -> 20 windows of 100, 12 hold an alert
-    (REFERENCE, False, 19, 11, 81),  # 19 windows of 101 lines; the last 81 lines (one alert window) dropped
-    (REFERENCE, True, 20, 12, 0),
-])
+@pytest.mark.parametrize(
+    ("mode", "keep_partial", "sessions", "abnormal", "dropped"),
+    [
+        (FIXED, False, 20, 12, 0),  # 2000 lines -> 20 windows of 100, 12 hold an alert
+        (REFERENCE, False, 19, 11, 81),  # 19 windows of 101 lines; the last 81 lines (one alert window) dropped
+        (REFERENCE, True, 20, 12, 0),
+    ],
+)
 def test_public_bgl_2k_windows(public_data, tmp_path, mode, keep_partial, sessions, abnormal, dropped):
-    desc = build_session_dataset(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path, mode=mode,
-                                 keep_partial=keep_partial)
+    desc = build_session_dataset(
+        public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path, mode=mode, keep_partial=keep_partial
+    )
     assert (desc["lines"], desc["abnormal_lines"], desc["dropped_lines"]) == (2000, 143, dropped)
     assert (desc["all"]["sessions"], desc["all"]["abnormal"]) == (sessions, abnormal)
     assert (desc["test"]["sessions"], desc["test"]["abnormal"]) == (4, 2)
@@ -241,8 +271,12 @@ def test_public_bgl_2k_windows(public_data, tmp_path, mode, keep_partial, sessio
 def test_public_bgl_2k_rectified_has_more_abnormal_windows(public_data, tmp_path):
     from rationanomaly.patch import NORMALIZED, patch_files
 
-    patch_files([(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path / "bgl2k.csv")],
-                public_data / "rationanomaly" / "anomaly_patch.json", tmp_path / "report.json", NORMALIZED)
+    patch_files(
+        [(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path / "bgl2k.csv")],
+        public_data / "rationanomaly" / "anomaly_patch.json",
+        tmp_path / "report.json",
+        NORMALIZED,
+    )
     desc = build_session_dataset(tmp_path / "bgl2k.csv", tmp_path / "sessions")
     assert (desc["abnormal_lines"], desc["all"]["sessions"], desc["all"]["abnormal"]) == (306, 20, 17)
 
@@ -251,9 +285,12 @@ def test_public_bgl_2k_rectified_has_more_abnormal_windows(public_data, tmp_path
 def test_public_bgl_2k_templates_of_the_default_split(public_data, tmp_path):
     desc = build_session_dataset(public_data / "loghub" / "BGL_2k.log_structured.csv", tmp_path)
     # 120 templates, 15 of them on an alert line; no template has both normal and alert lines
-    assert desc["templates"] == {"all": {"templates": 120, "abnormal": 15, "mixed_labels": 0},
-                                 "train": {"templates": 43, "abnormal": 2, "mixed_labels": 0},
-                                 "test": {"templates": 43, "abnormal": 7, "mixed_labels": 0}, "test_in_train": 13}
+    assert desc["templates"] == {
+        "all": {"templates": 120, "abnormal": 15, "mixed_labels": 0},
+        "train": {"templates": 43, "abnormal": 2, "mixed_labels": 0},
+        "test": {"templates": 43, "abnormal": 7, "mixed_labels": 0},
+        "test_in_train": 13,
+    }
 
 
 @pytest.mark.realdata
@@ -288,27 +325,42 @@ def test_session_builder_refuses_a_log_out_of_time_order(tmp_path, cli, snapshot
     before = snapshot(tmp_path)
     result = cli("datasets/session_builder.py", ["--input", str(source), "--output_dir", str(tmp_path / "out")])
     assert result.code == 2
-    assert result.errors == [f"error: {source}: row 3 has LineId 1499 after LineId 1500; a structured log must be in "
-                             "time (LineId) order: sort it, or pass --unsorted sort to sort it here"]
+    assert result.errors == [
+        f"error: {source}: row 3 has LineId 1499 after LineId 1500; a structured log must be in "
+        "time (LineId) order: sort it, or pass --unsorted sort to sort it here"
+    ]
     assert snapshot(tmp_path) == before
 
 
 def test_session_builder_sorts_on_request_exactly_like_a_sorted_log(tmp_path, cli):
     source = _shuffled_log(tmp_path)
     argv = ["--train_anomaly_ratio", "0"]
-    assert cli("datasets/session_builder.py", ["--input", str(source), "--output_dir", str(tmp_path / "sorted"),
-                                               "--unsorted", "sort", *argv]).code == 0
-    assert cli("datasets/session_builder.py", ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"),
-                                               "--output_dir", str(tmp_path / "ordered"), *argv]).code == 0
+    assert (
+        cli(
+            "datasets/session_builder.py",
+            ["--input", str(source), "--output_dir", str(tmp_path / "sorted"), "--unsorted", "sort", *argv],
+        ).code
+        == 0
+    )
+    assert (
+        cli(
+            "datasets/session_builder.py",
+            ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output_dir", str(tmp_path / "ordered"), *argv],
+        ).code
+        == 0
+    )
     for name in (TRAIN_FILE, TEST_FILE, TEST_TEMPLATES_FILE):
         assert (tmp_path / "sorted" / name).read_bytes() == (tmp_path / "ordered" / name).read_bytes()
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--window", "2000"], "1500 lines make no complete window of 2000"),  # nothing to split
-    (["--window", "0"], None),  # argparse: not a positive integer
-    (["--train_ratio", "1.5"], None),  # argparse: not a fraction
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--window", "2000"], "1500 lines make no complete window of 2000"),  # nothing to split
+        (["--window", "0"], None),  # argparse: not a positive integer
+        (["--train_ratio", "1.5"], None),  # argparse: not a fraction
+    ],
+)
 def test_session_builder_refuses_degenerate_settings(tmp_path, cli, capsys, argv, message):
     base = ["--input", str(SAMPLE_DATA_DIR / "bgl_structured.csv"), "--output_dir", str(tmp_path / "out")]
     if message is None:

@@ -17,14 +17,17 @@ from rationanomaly.train.checkpoints import (
 from rationanomaly.train.preflight import PreflightError, check_disk, describe_checkpoints
 
 
-@pytest.mark.parametrize("total, save_freq, save_last, expected", [
-    (92, 10, False, (10, 20, 30, 40, 50, 60, 70, 80, 90, 92)),  # the public-data GRPO run: the last step too
-    (90, 10, False, (10, 20, 30, 40, 50, 60, 70, 80, 90)),  # last step already a multiple
-    (138, 46, True, (46, 92, 138)),  # SFT after each epoch (46 steps per epoch x 3)
-    (40, -1, False, ()),  # GRPO with saving off writes nothing
-    (40, -1, True, (40,)),  # the SFT trainer still saves its last step
-    (0, 10, False, ()),
-])
+@pytest.mark.parametrize(
+    "total, save_freq, save_last, expected",
+    [
+        (92, 10, False, (10, 20, 30, 40, 50, 60, 70, 80, 90, 92)),  # the public-data GRPO run: the last step too
+        (90, 10, False, (10, 20, 30, 40, 50, 60, 70, 80, 90)),  # last step already a multiple
+        (138, 46, True, (46, 92, 138)),  # SFT after each epoch (46 steps per epoch x 3)
+        (40, -1, False, ()),  # GRPO with saving off writes nothing
+        (40, -1, True, (40,)),  # the SFT trainer still saves its last step
+        (0, 10, False, ()),
+    ],
+)
 def test_save_steps_are_multiples_of_save_freq_plus_the_last_step(total, save_freq, save_last, expected):
     assert save_steps(total, save_freq, save_last) == expected
 
@@ -34,16 +37,21 @@ def test_kept_checkpoints_follow_verls_keep_last_setting(count, keep, expected):
     assert kept_checkpoints(count, keep) == expected
 
 
-@pytest.mark.parametrize("steps, expected", [
-    ((10, 20, 30), "10, 20, 30"),
-    ((10, 20, 30, 40, 50, 60, 70, 80, 90, 92), "10, 20, 30, ..., 80, 90, 92"),
-])
+@pytest.mark.parametrize(
+    "steps, expected",
+    [
+        ((10, 20, 30), "10, 20, 30"),
+        ((10, 20, 30, 40, 50, 60, 70, 80, 90, 92), "10, 20, 30, ..., 80, 90, 92"),
+    ],
+)
 def test_format_steps_shortens_long_plans(steps, expected):
     assert format_steps(steps) == expected
 
 
-@pytest.mark.parametrize("count, expected", [(999, "999 B"), (211_400, "211.4 kB"), (80_860_987_392, "80.9 GB"),
-                                             (1_050_000_000_000, "1.1 TB")])
+@pytest.mark.parametrize(
+    "count, expected",
+    [(999, "999 B"), (211_400, "211.4 kB"), (80_860_987_392, "80.9 GB"), (1_050_000_000_000, "1.1 TB")],
+)
 def test_format_bytes_uses_decimal_units(count, expected):
     assert format_bytes(count) == expected
 
@@ -85,8 +93,9 @@ def test_lora_sft_checkpoint_counts_adam_moments_for_the_adapter_only(llama2_7b_
 def plan(free: int | None, kept: int = 10) -> CheckpointPlan:
     from pathlib import Path
 
-    return CheckpointPlan(Path("targets/RationAnomaly"), (10, 20, 30, 40, 50, 60, 70, 80, 90, 92), kept,
-                          80_860_987_392, free)
+    return CheckpointPlan(
+        Path("targets/RationAnomaly"), (10, 20, 30, 40, 50, 60, 70, 80, 90, 92), kept, 80_860_987_392, free
+    )
 
 
 def test_check_disk_passes_when_the_kept_checkpoints_fit():
@@ -94,11 +103,17 @@ def test_check_disk_passes_when_the_kept_checkpoints_fit():
     check_disk(plan(free=300_000_000_000, kept=3), "trainer.max_actor_ckpt_to_keep")
 
 
-@pytest.mark.parametrize("free, expected", [
-    (500_000_000_000, "10 checkpoints x ~80.9 GB = 808.6 GB will not fit in the 500.0 GB free under "
-                      "targets/RationAnomaly: keep the last 6 with trainer.max_actor_ckpt_to_keep=6"),
-    (50_000_000_000, "not even one fits"),
-])
+@pytest.mark.parametrize(
+    "free, expected",
+    [
+        (
+            500_000_000_000,
+            "10 checkpoints x ~80.9 GB = 808.6 GB will not fit in the 500.0 GB free under "
+            "targets/RationAnomaly: keep the last 6 with trainer.max_actor_ckpt_to_keep=6",
+        ),
+        (50_000_000_000, "not even one fits"),
+    ],
+)
 def test_check_disk_names_how_many_would_fit(free, expected):
     with pytest.raises(PreflightError) as error:
         check_disk(plan(free), "trainer.max_actor_ckpt_to_keep")
@@ -108,4 +123,5 @@ def test_check_disk_names_how_many_would_fit(free, expected):
 def test_describe_checkpoints_reads_as_one_line():
     assert describe_checkpoints(plan(free=1_200_000_000_000, kept=3)) == (
         "targets/RationAnomaly/global_step_N at steps 10, 20, 30, ..., 80, 90, 92: 10 x ~80.9 GB, the last 3 kept "
-        "= 242.6 GB; 1.2 TB free")
+        "= 242.6 GB; 1.2 TB free"
+    )

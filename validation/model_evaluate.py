@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = [paths["output_json"], paths["labelled"], paths["diff"], args.results_table]
     check_outputs(outputs, [paths["predictions"], paths["testset"], paths["sessions"]])
     with output_set():
-        result = evaluate_files(**paths, missing=args.missing, match=args.match, partial=args.partial,
-                                method=args.method)
+        result = evaluate_files(
+            **paths, missing=args.missing, match=args.match, partial=args.partial, method=args.method
+        )
         report(args, dataset, result)
     written = [p for p in outputs if p]
     print("wrote: " + ", ".join(str(p) for p in written))

@@ -118,7 +118,8 @@ def predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(
                 f"test set {chosen.testset} ({chosen.testset_path}) not found: copy the one template_split.py "
                 f"wrote there (e.g. runs/data/split/{chosen.testset}_test.json) or edit testset_paths in "
-                f"{args.catalog}")
+                f"{args.catalog}"
+            )
         model, testset, output = chosen.model_path, chosen.testset_path, args.output or chosen.predictions_path
         print(f"Running inference by {chosen.model} on {chosen.testset} ...")
     else:

@@ -40,17 +40,27 @@ __all__ = [
 ]
 
 
-def predict_file(testset: str | Path, output: str | Path, model: str | Path | None = None, backend: str = "auto",
-                 mode: str = "cot", prompt_file: str | Path | None = None, sampling: SamplingConfig | None = None,
-                 batch_size: int | None = None, save_every: int = 100, **backend_options: Any) -> PredictionRun:
+def predict_file(
+    testset: str | Path,
+    output: str | Path,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    mode: str = "cot",
+    prompt_file: str | Path | None = None,
+    sampling: SamplingConfig | None = None,
+    batch_size: int | None = None,
+    save_every: int = 100,
+    **backend_options: Any,
+) -> PredictionRun:
     """Predict a reference-layout test set into `output` (resuming a partial file) and return the run's counts."""
     name = resolve_backend(backend)
     if name != "rules" and model is None:
         raise ValueError(f"backend {name} needs a model: pass --model PATH (or a model name for --backend openai)")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; use 1 or more (leave it out for the backend's default)")
-    check_input_file(testset, "build one with datasets/template_split.py (it writes NAME_test.json) or pass "
-                     "--testset FILE")
+    check_input_file(
+        testset, "build one with datasets/template_split.py (it writes NAME_test.json) or pass --testset FILE"
+    )
     check_outputs([output, prediction_meta_path(Path(output))], [testset, prompt_file])
     if name in ("transformers", "vllm"):
         check_local_model(model)
@@ -61,11 +71,18 @@ def predict_file(testset: str | Path, output: str | Path, model: str | Path | No
     try:
         engine = make_backend(name, model or "", sampling, batch_size=batch_size, **backend_options)
     except OSError as error:  # transformers / vLLM: no such folder and no such Hugging Face model
-        raise FileNotFoundError(f"cannot load model {model}: {error}; pass an exported model folder (bash "
-                                "model_export.sh writes models/RationAnomaly) or a Hugging Face model id") from error
-    metadata = {"model": _model_id(model), "testset": str(testset), "mode": mode,
-                "prompt_file": str(prompt_file) if prompt_file else None, "seed": sampling.seed,
-                "dtype": backend_options.get("dtype")}
+        raise FileNotFoundError(
+            f"cannot load model {model}: {error}; pass an exported model folder (bash "
+            "model_export.sh writes models/RationAnomaly) or a Hugging Face model id"
+        ) from error
+    metadata = {
+        "model": _model_id(model),
+        "testset": str(testset),
+        "mode": mode,
+        "prompt_file": str(prompt_file) if prompt_file else None,
+        "seed": sampling.seed,
+        "dtype": backend_options.get("dtype"),
+    }
     return predict_samples(samples, engine, output, system_prompt, sampling, batch_size, save_every, metadata)
 
 
@@ -81,11 +98,18 @@ def check_local_model(model: str | Path | None) -> None:
         return
     text = str(model)
     parts = Path(text).parts
-    local = (Path(text).is_absolute() or text.startswith((".", "~")) or len(parts) > 2 or text.endswith("/")
-             or (len(parts) == 2 and Path(parts[0]).is_dir()))
+    local = (
+        Path(text).is_absolute()
+        or text.startswith((".", "~"))
+        or len(parts) > 2
+        or text.endswith("/")
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+    )
     if local:
-        raise FileNotFoundError(f"model folder {model} not found; pass an exported model folder (bash "
-                                "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)")
+        raise FileNotFoundError(
+            f"model folder {model} not found; pass an exported model folder (bash "
+            "model_export.sh writes models/RationAnomaly) or a Hugging Face id (org/name)"
+        )
 
 
 def _model_id(model: str | Path | None) -> str | None:

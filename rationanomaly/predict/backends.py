@@ -102,8 +102,10 @@ def check_prompt_length(length: int, sampling: SamplingConfig) -> int:
     """New-token budget for a prompt of `length` tokens inside the model length (vLLM rejects longer prompts)."""
     room = sampling.max_model_len - length
     if room <= 0:
-        raise ValueError(f"a prompt of {length} tokens does not fit the model length {sampling.max_model_len}; "
-                         "raise --max-model-len or shorten the system prompt")
+        raise ValueError(
+            f"a prompt of {length} tokens does not fit the model length {sampling.max_model_len}; "
+            "raise --max-model-len or shorten the system prompt"
+        )
     return min(sampling.max_new_tokens, room)
 
 
@@ -112,8 +114,14 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_path: str | Path, sampling: SamplingConfig, batch_size: int = 8,
-                 device: str | None = None, dtype: str = "auto"):
+    def __init__(
+        self,
+        model_path: str | Path,
+        sampling: SamplingConfig,
+        batch_size: int = 8,
+        device: str | None = None,
+        dtype: str = "auto",
+    ):
         transformers = import_optional("transformers", "install it with `pip install transformers`")
         import torch
 
@@ -134,7 +142,7 @@ class TransformersBackend:
         """Answer requests in sub-batches of `batch_size`; each sub-batch is seeded by its first request."""
         outputs: list[str] = []
         for start in range(0, len(requests), self.batch_size):
-            outputs.extend(self._generate_batch(requests[start:start + self.batch_size]))
+            outputs.extend(self._generate_batch(requests[start : start + self.batch_size]))
         return outputs
 
     def _generate_batch(self, requests: Sequence[Request]) -> list[str]:
@@ -154,7 +162,7 @@ class TransformersBackend:
                 max_new_tokens=budget,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new_tokens = generated[:, batch["input_ids"].shape[1]:]
+        new_tokens = generated[:, batch["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
@@ -163,16 +171,24 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_path: str | Path, sampling: SamplingConfig, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, dtype: str = "auto", trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        sampling: SamplingConfig,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
         # Reference: forked tensor-parallel workers break once CUDA is initialised in the parent; spawn is safe.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         if not cuda_available():
             # vLLM's CPU build reserves gpu_memory_utilization x RAM (0.9 by default) and refuses to start when
             # that much is not free; a fixed KV cache (GiB) sidesteps the check and suits a small CPU model.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        vllm = import_optional("vllm", "install the GPU stack with `pip install -r requirements.txt` "
-                                       "or pick --backend transformers")
+        vllm = import_optional(
+            "vllm", "install the GPU stack with `pip install -r requirements.txt` or pick --backend transformers"
+        )
         self.vllm = vllm
         self.sampling = sampling
         self.llm = vllm.LLM(

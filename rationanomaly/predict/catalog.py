@@ -94,8 +94,13 @@ def select(catalog: dict, model_id: int, testset_id: int) -> Selection:
     for key, name in (("model_paths", model), ("testset_paths", testset)):
         if name not in catalog[key]:
             raise CatalogError(f"{name!r} has no entry in {key} of the catalogue")
-    return Selection(model, _resolve(catalog, catalog["model_paths"][model]), testset,
-                     _resolve(catalog, catalog["testset_paths"][testset]), results_dir(catalog))
+    return Selection(
+        model,
+        _resolve(catalog, catalog["model_paths"][model]),
+        testset,
+        _resolve(catalog, catalog["testset_paths"][testset]),
+        results_dir(catalog),
+    )
 
 
 def results_dir(catalog: dict) -> Path:
@@ -108,8 +113,9 @@ def session_path(catalog: dict, session: str) -> Path:
     name = SESSION_SHORTHANDS.get(session.strip().lower(), session.strip())
     paths = catalog.get("session_paths", {})
     if name not in paths:
-        raise CatalogError(f"no session file for {session!r}: add {name!r} to session_paths in the catalogue "
-                           "or pass --sessions FILE")
+        raise CatalogError(
+            f"no session file for {session!r}: add {name!r} to session_paths in the catalogue or pass --sessions FILE"
+        )
     return _resolve(catalog, paths[name])
 
 

@@ -56,12 +56,14 @@ def probe_endpoint(completions_url: str, model: str, api_key: str | None = None,
         return
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", None) or error
-        raise EndpointError(f"cannot reach {url} ({reason}); start the server (e.g. `vllm serve MODEL`) or fix "
-                            "--base_url") from error
+        raise EndpointError(
+            f"cannot reach {url} ({reason}); start the server (e.g. `vllm serve MODEL`) or fix --base_url"
+        ) from error
     served = _model_ids(body)
     if served and model not in served:
-        raise EndpointError(f"{url} serves {', '.join(sorted(served)[:10])}, not model {model!r}; pass one of those "
-                            "as --model")
+        raise EndpointError(
+            f"{url} serves {', '.join(sorted(served)[:10])}, not model {model!r}; pass one of those as --model"
+        )
 
 
 def chat_payload(model: str, request: Request, sampling: SamplingConfig) -> dict:
@@ -91,8 +93,15 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model: str, sampling: SamplingConfig, base_url: str = DEFAULT_BASE_URL,
-                 api_key: str | None = None, concurrency: int = 8, timeout: float = 600.0):
+    def __init__(
+        self,
+        model: str,
+        sampling: SamplingConfig,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 600.0,
+    ):
         self.model = model
         self.sampling = sampling
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -120,12 +129,15 @@ class OpenAIBackend:
             except urllib.error.HTTPError as error:
                 detail = error.read().decode("utf-8", errors="replace")[:300]
                 if error.code not in RETRY_STATUSES or attempt == RETRIES:
-                    raise EndpointError(f"{self.url} answered HTTP {error.code}: {detail}; check --base-url, "
-                                        f"--model and ${API_KEY_ENV}") from error
+                    raise EndpointError(
+                        f"{self.url} answered HTTP {error.code}: {detail}; check --base-url, --model and ${API_KEY_ENV}"
+                    ) from error
             except urllib.error.URLError as error:
                 if attempt == RETRIES:
-                    raise EndpointError(f"cannot reach {self.url} ({error.reason}); is the server running? "
-                                        "start one with `vllm serve MODEL` or pass --base-url") from error
+                    raise EndpointError(
+                        f"cannot reach {self.url} ({error.reason}); is the server running? "
+                        "start one with `vllm serve MODEL` or pass --base-url"
+                    ) from error
             logger.warning("request to %s failed (attempt %d of %d); retrying", self.url, attempt, RETRIES)
             time.sleep(BACKOFF_SECONDS * attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -70,12 +70,16 @@ def load_resumable(path: Path, samples: Sequence[Sample]) -> list[dict]:
         return []
     done = read_records(path, PREDICTION_KEYS, allow_empty=True)
     if len(done) > len(samples):
-        raise SampleFormatError(f"{path} holds {len(done)} predictions but the test set has {len(samples)} items; "
-                                "it belongs to another test set: choose another --output or delete it")
+        raise SampleFormatError(
+            f"{path} holds {len(done)} predictions but the test set has {len(samples)} items; "
+            "it belongs to another test set: choose another --output or delete it"
+        )
     for index, (record, sample) in enumerate(zip(done, samples, strict=False)):
         if (record["instruction"], record["input"]) != (sample.instruction, sample.input):
-            raise SampleFormatError(f"{path}: item {index} is for input {record['input'][:80]!r} but the test set has "
-                                    f"{sample.input[:80]!r} there; choose another --output or delete the file")
+            raise SampleFormatError(
+                f"{path}: item {index} is for input {record['input'][:80]!r} but the test set has "
+                f"{sample.input[:80]!r} there; choose another --output or delete the file"
+            )
     return done
 
 
@@ -97,18 +101,29 @@ def check_resume_settings(meta_path: Path, meta: dict) -> None:
     try:
         saved = json.loads(read_text(meta_path))
     except ValueError as error:
-        raise SampleFormatError(f"{meta_path}: unreadable run settings ({error}); delete it and the prediction file "
-                                "to start over, or pass another --output") from error
+        raise SampleFormatError(
+            f"{meta_path}: unreadable run settings ({error}); delete it and the prediction file "
+            "to start over, or pass another --output"
+        ) from error
     changed = [key for key in RESUME_KEYS if key in saved and saved[key] != meta.get(key)]
     if changed:
         output = meta_path.name.removesuffix(".meta.json")
-        raise ValueError(f"{meta_path.parent / output} was made with another {', '.join(changed)} "
-                         f"(see {meta_path}); pass another --output, or delete both files to start over")
+        raise ValueError(
+            f"{meta_path.parent / output} was made with another {', '.join(changed)} "
+            f"(see {meta_path}); pass another --output, or delete both files to start over"
+        )
 
 
-def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | Path, system_prompt: str | None,
-                    sampling: SamplingConfig | None = None, batch_size: int = 8, save_every: int = SAVE_EVERY,
-                    metadata: dict | None = None) -> PredictionRun:
+def predict_samples(
+    samples: Sequence[Sample],
+    backend: Backend,
+    output: str | Path,
+    system_prompt: str | None,
+    sampling: SamplingConfig | None = None,
+    batch_size: int = 8,
+    save_every: int = SAVE_EVERY,
+    metadata: dict | None = None,
+) -> PredictionRun:
     """Predict every sample not yet in `output`, saving atomically; returns counts and throughput."""
     if batch_size < 1 or save_every < 1:
         raise ValueError(f"batch_size ({batch_size}) and save_every ({save_every}) must be at least 1")
@@ -119,18 +134,23 @@ def predict_samples(samples: Sequence[Sample], backend: Backend, output: str | P
     results = load_resumable(output, samples)
     resumed = len(results)
     meta = {
-        **(metadata or {}), "backend": backend.name, "sampling": asdict(sampling), "system_prompt": system_prompt,
-        "batch_size": batch_size, "items": len(samples),
+        **(metadata or {}),
+        "backend": backend.name,
+        "sampling": asdict(sampling),
+        "system_prompt": system_prompt,
+        "batch_size": batch_size,
+        "items": len(samples),
     }
     if resumed:
         check_resume_settings(prediction_meta_path(output), meta)
         logger.info("resuming %s after %d of %d items", output, resumed, len(samples))
     write_json_atomic(prediction_meta_path(output), meta)
     started, unsaved = time.perf_counter(), 0
-    with tqdm(total=len(samples), initial=resumed, desc=f"predict ({backend.name})", unit="item",
-              dynamic_ncols=True) as progress:
+    with tqdm(
+        total=len(samples), initial=resumed, desc=f"predict ({backend.name})", unit="item", dynamic_ncols=True
+    ) as progress:
         for start in range(resumed, len(samples), batch_size):
-            batch = samples[start:start + batch_size]
+            batch = samples[start : start + batch_size]
             texts = backend.generate(build_requests(batch, system_prompt, sampling.seed, start))
             if len(texts) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(texts)} answers for {len(batch)} prompts")

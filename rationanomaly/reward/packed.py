@@ -46,8 +46,10 @@ def packed_hidden_states(body, sequences: Sequence[Sequence[int]], start: int, p
         offset = 0
         for length in lengths:
             rows = slice(offset, offset + length)
-            heads = [part[rows].view(length, attention.num_heads, attention.head_dim).transpose(0, 1).unsqueeze(0)
-                     for part in (query, key, value)]
+            heads = [
+                part[rows].view(length, attention.num_heads, attention.head_dim).transpose(0, 1).unsqueeze(0)
+                for part in (query, key, value)
+            ]
             if start:
                 prefix_keys, prefix_values = prefix_layers[index]
                 heads[1] = torch.cat([prefix_keys, heads[1]], dim=2)

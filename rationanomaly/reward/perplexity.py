@@ -11,6 +11,7 @@ token loss and its last hidden state are computed once per loaded model; each ba
 think tokens through the blocks, attending to the cached prefix. A text whose token ids do not start with
 the prefix's own ids (a BPE merge across the boundary) takes the full, uncached pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -419,8 +420,10 @@ def load_perplexity_model(path: str | Path, device: str = "auto", dtype: str = "
         if key not in _MODELS:
             check_model_folder(folder)
             candidates = dtype_candidates(dtype, device)
-            _MODELS[key] = _calibrated(folder, device, candidates) if len(candidates) > 1 else _cached(
-                folder, device, candidates[0]
+            _MODELS[key] = (
+                _calibrated(folder, device, candidates)
+                if len(candidates) > 1
+                else _cached(folder, device, candidates[0])
             )
         return _MODELS[key]
 
@@ -454,7 +457,12 @@ def _calibrated(folder: Path, device: str, candidates: tuple[str, str]) -> Perpl
     logger.log(
         logging.INFO if chosen is fast else logging.WARNING,
         "perplexity dtype=auto: %s deviates %.2g from %s on %d calibration texts (bound %g); using %s",
-        fast_dtype, deviation, exact_dtype, len(texts), BF16_MAX_DEVIATION, chosen.dtype,
+        fast_dtype,
+        deviation,
+        exact_dtype,
+        len(texts),
+        BF16_MAX_DEVIATION,
+        chosen.dtype,
     )
     chosen.calibrated_deviation = deviation
     _MODELS[(str(folder.resolve()), device, chosen.dtype)] = chosen

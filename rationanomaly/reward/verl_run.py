@@ -121,9 +121,7 @@ def mean_by_kind(kinds: Sequence[str], scores: Sequence[Mapping[str, float]]) ->
     grouped: dict[str, list[Mapping[str, float]]] = {}
     for kind, score in zip(kinds, scores, strict=True):
         grouped.setdefault(kind, []).append(score)
-    return {
-        kind: {key: sum(s[key] for s in rows) / len(rows) for key in rows[0]} for kind, rows in grouped.items()
-    }
+    return {kind: {key: sum(s[key] for s in rows) / len(rows) for key in rows[0]} for kind, rows in grouped.items()}
 
 
 def largest_difference(left: Sequence[Mapping[str, float]], right: Sequence[Mapping[str, float]]) -> float:
@@ -138,17 +136,20 @@ def largest_difference(left: Sequence[Mapping[str, float]], right: Sequence[Mapp
 
 def summary_lines(means: Mapping[str, Mapping[str, float]], count: int, difference: float) -> list[str]:
     """A small table of mean rewards per rollout kind, plus the verl-vs-direct check."""
-    lines = [f"reward      {count} sample rollouts scored by verl's reward manager with our adapter "
-             f"(max scaled |verl - direct| = {difference:.1e})",
-             "            kind            score  format  answer   think  semantic  length  perplexity"]
+    lines = [
+        f"reward      {count} sample rollouts scored by verl's reward manager with our adapter "
+        f"(max scaled |verl - direct| = {difference:.1e})",
+        "            kind            score  format  answer   think  semantic  length  perplexity",
+    ]
     for kind, m in means.items():
-        lines.append(f"            {kind:<15} {m['score']:6.3f} {m['format']:7.2f} {m['answer']:7.3f} "
-                     f"{m['think']:7.3f} {m['semantic']:9.3f} {m['length']:7.3f} {m['perplexity']:11.3f}")
+        lines.append(
+            f"            {kind:<15} {m['score']:6.3f} {m['format']:7.2f} {m['answer']:7.3f} "
+            f"{m['think']:7.3f} {m['semantic']:9.3f} {m['length']:7.3f} {m['perplexity']:11.3f}"
+        )
     return lines
 
 
-def run_reward_check(parquet: Path, model: Path, reward_kwargs: Mapping[str, object], out: Path,
-                     rows: int = 4) -> dict:
+def run_reward_check(parquet: Path, model: Path, reward_kwargs: Mapping[str, object], out: Path, rows: int = 4) -> dict:
     """Score sample rollouts of the first `rows` parquet rows through verl and directly; write both to `out`."""
     import pandas as pd
     from transformers import AutoTokenizer
@@ -170,10 +171,15 @@ def run_reward_check(parquet: Path, model: Path, reward_kwargs: Mapping[str, obj
     difference = largest_difference(through_verl, direct)
     means = mean_by_kind(kinds, through_verl)
     result = {
-        "parquet": str(parquet), "model": str(model), "reward_kwargs": dict(reward_kwargs),
-        "rollouts": [{"kind": k, "response": r, "verl": v, "direct": d}
-                     for k, r, v, d in zip(kinds, responses, through_verl, direct, strict=True)],
-        "mean_by_kind": means, "max_difference": difference,
+        "parquet": str(parquet),
+        "model": str(model),
+        "reward_kwargs": dict(reward_kwargs),
+        "rollouts": [
+            {"kind": k, "response": r, "verl": v, "direct": d}
+            for k, r, v, d in zip(kinds, responses, through_verl, direct, strict=True)
+        ],
+        "mean_by_kind": means,
+        "max_difference": difference,
     }
     write_json_atomic(out / "rewards.json", result)
     write_text_atomic(out / "summary.txt", "\n".join(summary_lines(means, len(responses), difference)) + "\n")

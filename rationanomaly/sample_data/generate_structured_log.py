@@ -21,8 +21,21 @@ from rationanomaly.loaders import load_template_sheet
 from rationanomaly.patch import NORMALIZED, match_entries, read_patch, rectified_labels
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ["LineId", "Label", "Timestamp", "Date", "Node", "Time", "NodeRepeat", "Type", "Component", "Level",
-           "Content", "EventId", "EventTemplate"]
+COLUMNS = [
+    "LineId",
+    "Label",
+    "Timestamp",
+    "Date",
+    "Node",
+    "Time",
+    "NodeRepeat",
+    "Type",
+    "Component",
+    "Level",
+    "Content",
+    "EventId",
+    "EventTemplate",
+]
 START = 1120000000  # 2005-06-28, inside the period the public BGL log covers
 # Chosen so that ~8% of lines raise an alert in a handful of bursts, like the public BGL 2k (143 of 2,000).
 INCIDENT_START_P = 0.004  # chance that a background line opens an incident
@@ -60,8 +73,7 @@ def _content(template: str, rng: random.Random) -> str:
     return parts[0] + "".join(_value(rng) + part for part in parts[1:])
 
 
-def generate_structured_log(templates: list[tuple[str, int]], abnormal_truth: set[str], lines: int,
-                            seed: int) -> str:
+def generate_structured_log(templates: list[tuple[str, int]], abnormal_truth: set[str], lines: int, seed: int) -> str:
     """CSV text of `lines` log lines in loghub's structured layout, built from (template, sheet label) pairs."""
     rng = random.Random(seed)
     event_ids = {t: f"E{i + 1}" for i, (t, _) in enumerate(templates)}
@@ -83,9 +95,23 @@ def generate_structured_log(templates: list[tuple[str, int]], abnormal_truth: se
         node = _node(rng)
         label = f"{_component(template)[:4]}ALRT" if sheet[template] else "-"
         level = "FATAL" if sheet[template] else ("ERROR" if template in abnormal_truth else "INFO")
-        writer.writerow([line_id, label, now, stamp.strftime("%Y.%m.%d"), node,
-                         stamp.strftime("%Y-%m-%d-%H.%M.%S.") + f"{rng.randint(0, 999999):06d}", node, "RAS",
-                         _component(template), level, _content(template, rng), event_ids[template], template])
+        writer.writerow(
+            [
+                line_id,
+                label,
+                now,
+                stamp.strftime("%Y.%m.%d"),
+                node,
+                stamp.strftime("%Y-%m-%d-%H.%M.%S.") + f"{rng.randint(0, 999999):06d}",
+                node,
+                "RAS",
+                _component(template),
+                level,
+                _content(template, rng),
+                event_ids[template],
+                template,
+            ]
+        )
     return out.getvalue()
 
 

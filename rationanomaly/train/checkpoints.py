@@ -107,12 +107,14 @@ def model_parameters(model_dir: str | Path, lora_rank: int = 0) -> tuple[int, in
     if lora_rank <= 0:
         return total, total
     output = model.get_output_embeddings()
-    lora = sum(lora_rank * (m.in_features + m.out_features) for m in model.modules()
-               if isinstance(m, torch.nn.Linear) and m is not output)
+    lora = sum(
+        lora_rank * (m.in_features + m.out_features)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not output
+    )
     return total + lora, lora
 
 
 def checkpoint_bytes(parameters: int, trainable: int) -> int:
     """Bytes of one FSDP checkpoint: float32 weights for every parameter, Adam moments for the trainable ones."""
     return WEIGHT_BYTES * parameters + ADAM_BYTES * trainable
-

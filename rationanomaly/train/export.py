@@ -42,8 +42,10 @@ def latest_step(checkpoints: Path) -> int:
         raise ExportError(f"{tracker} holds {text!r}, not a step number; pass STEP=N instead")
     steps = checkpoint_steps(checkpoints)
     if not steps:
-        raise ExportError(f"no checkpoint under {checkpoints} (no {TRACKER_FILE}, no global_step_N folder): "
-                          f"train first (bash model_train.sh) or set CHECKPOINTS=<trainer.default_local_dir>")
+        raise ExportError(
+            f"no checkpoint under {checkpoints} (no {TRACKER_FILE}, no global_step_N folder): "
+            f"train first (bash model_train.sh) or set CHECKPOINTS=<trainer.default_local_dir>"
+        )
     return max(steps)
 
 
@@ -51,15 +53,18 @@ def checkpoint_dir(checkpoints: str | Path, step: int | None = None) -> Path:
     """The folder verl's merger reads: `global_step_N/actor` (GRPO) or `global_step_N` itself (SFT)."""
     checkpoints = Path(checkpoints)
     if not checkpoints.is_dir():
-        raise ExportError(f"checkpoint folder {checkpoints} does not exist; "
-                          f"set CHECKPOINTS=<trainer.default_local_dir>")
+        raise ExportError(
+            f"checkpoint folder {checkpoints} does not exist; set CHECKPOINTS=<trainer.default_local_dir>"
+        )
     step = latest_step(checkpoints) if step is None else step
     step_dir = checkpoints / f"global_step_{step}"
     for candidate in (step_dir / "actor", step_dir):
         if (candidate / FSDP_CONFIG).is_file():
             return candidate
-    raise ExportError(f"{step_dir} holds no FSDP checkpoint ({FSDP_CONFIG} missing in it and in actor/); "
-                      f"pick another step with STEP=N")
+    raise ExportError(
+        f"{step_dir} holds no FSDP checkpoint ({FSDP_CONFIG} missing in it and in actor/); "
+        f"pick another step with STEP=N"
+    )
 
 
 def check_target(checkpoints: str | Path, target: str | Path, overwrite: bool) -> str:
@@ -72,11 +77,15 @@ def check_target(checkpoints: str | Path, target: str | Path, overwrite: bool) -
     source, path = Path(checkpoints).resolve(), Path(target)
     resolved = path.resolve()
     if resolved == source or source in resolved.parents:
-        raise ExportError(f"TARGET_DIR={target} is inside the checkpoint folder {checkpoints}; "
-                          f"choose a folder outside it, e.g. TARGET_DIR=models/<name>")
+        raise ExportError(
+            f"TARGET_DIR={target} is inside the checkpoint folder {checkpoints}; "
+            f"choose a folder outside it, e.g. TARGET_DIR=models/<name>"
+        )
     if resolved in source.parents:
-        raise ExportError(f"TARGET_DIR={target} contains the checkpoint folder {checkpoints}, which replacing it would "
-                          f"delete; choose a folder beside it, e.g. TARGET_DIR=models/<name>")
+        raise ExportError(
+            f"TARGET_DIR={target} contains the checkpoint folder {checkpoints}, which replacing it would "
+            f"delete; choose a folder beside it, e.g. TARGET_DIR=models/<name>"
+        )
     if not path.exists() and not path.is_symlink():
         return "new"
     if not path.is_dir():
@@ -84,18 +93,25 @@ def check_target(checkpoints: str | Path, target: str | Path, overwrite: bool) -
     if not any(path.iterdir()):
         return "empty"
     if not (path / EXPORT_MARKER).is_file():
-        raise ExportError(f"TARGET_DIR={target} holds files that model_export.sh did not write (no {EXPORT_MARKER}), "
-                          f"which even OVERWRITE=1 keeps; move them away or choose another TARGET_DIR")
+        raise ExportError(
+            f"TARGET_DIR={target} holds files that model_export.sh did not write (no {EXPORT_MARKER}), "
+            f"which even OVERWRITE=1 keeps; move them away or choose another TARGET_DIR"
+        )
     if not overwrite:
-        raise ExportError(f"TARGET_DIR={target} already holds an export; set OVERWRITE=1 to replace it, "
-                          f"or choose TARGET_DIR=<new folder>")
+        raise ExportError(
+            f"TARGET_DIR={target} already holds an export; set OVERWRITE=1 to replace it, "
+            f"or choose TARGET_DIR=<new folder>"
+        )
     return "replace"
 
 
 def write_marker(model_dir: str | Path, checkpoint: str | Path) -> Path:
     """Record in an exported folder which checkpoint it came from (and that this project wrote it)."""
-    record = {"written_by": "model_export.sh", "checkpoint": str(checkpoint),
-              "exported_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record = {
+        "written_by": "model_export.sh",
+        "checkpoint": str(checkpoint),
+        "exported_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     return write_json_atomic(Path(model_dir) / EXPORT_MARKER, record)
 
 
@@ -159,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             print(checkpoint_dir(args.checkpoints, step))  # noqa: T201
         else:
             merged = merge_lora_adapter(args.model)
-            print(f"{args.model}: " + ("LoRA adapter merged into the weights" if merged  # noqa: T201
-                                       else "no LoRA adapter, weights kept as exported"))
+            print(
+                f"{args.model}: "
+                + (
+                    "LoRA adapter merged into the weights"
+                    if merged  # noqa: T201
+                    else "no LoRA adapter, weights kept as exported"
+                )
+            )
     except ExportError as error:
         print(f"export error: {error}", file=sys.stderr)  # noqa: T201
         return 2

@@ -53,8 +53,15 @@ LEGACY_REWARD_KEYS = {
 
 # trainer.logger backends that need a package of their own (verl/utils/tracking.py); the JSON-lines `file`
 # logger imports orjson, which verl 0.9.1 does not declare (other packages of the GPU stack pull it in).
-LOGGER_PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "swanlab": "swanlab",
-                   "clearml": "clearml", "trackio": "trackio", "file": "orjson"}
+LOGGER_PACKAGES = {
+    "wandb": "wandb",
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
+    "swanlab": "swanlab",
+    "clearml": "clearml",
+    "trackio": "trackio",
+    "file": "orjson",
+}
 
 # What a passing pre-flight has proven, per stage (printed with the summary).
 CHECKED = {
@@ -116,9 +123,11 @@ def check_legacy_reward_overrides(overrides: Iterable[str]) -> None:
         key = override_key(override)
         top = key.split(".", 1)[0]
         if top in LEGACY_REWARD_KEYS:
-            new_key = LEGACY_REWARD_KEYS[top] + key[len(top):]
-            raise PreflightError(f"override {override!r} uses the legacy key {top}.*, which verl 0.9.1 main_ppo "
-                                 f"silently ignores; write {new_key} instead")
+            new_key = LEGACY_REWARD_KEYS[top] + key[len(top) :]
+            raise PreflightError(
+                f"override {override!r} uses the legacy key {top}.*, which verl 0.9.1 main_ppo "
+                f"silently ignores; write {new_key} instead"
+            )
 
 
 def verl_config_dir() -> Path:
@@ -147,8 +156,10 @@ def compose_config(stage: str, overrides: Sequence[str]):
         with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
             return compose(config_name=CONFIG_NAMES[stage], overrides=list(overrides))
     except Exception as error:  # Hydra raises several unrelated types; all mean "fix an override".
-        raise PreflightError(f"verl rejects the overrides: {_one_line(error)} (check the key against "
-                             f"`python -m {ENTRY_POINTS[stage]} --cfg job`; new keys need a leading +)") from error
+        raise PreflightError(
+            f"verl rejects the overrides: {_one_line(error)} (check the key against "
+            f"`python -m {ENTRY_POINTS[stage]} --cfg job`; new keys need a leading +)"
+        ) from error
     finally:
         GlobalHydra.instance().clear()
 
@@ -169,15 +180,17 @@ def check_files(files: Iterable[str], key: str) -> list[str]:
         raise PreflightError(f"{key} is empty: pass a parquet file (build it with python datasets/parquet_builder.py)")
     for name in files:
         if not Path(os.path.expanduser(name)).is_file():
-            raise PreflightError(f"{key}: {name} does not exist; build it with python datasets/parquet_builder.py "
-                                 f"or point the knob at an existing parquet")
+            raise PreflightError(
+                f"{key}: {name} does not exist; build it with python datasets/parquet_builder.py "
+                f"or point the knob at an existing parquet"
+            )
     return files
 
 
 MODEL_FIXES = {
     "BASE_MODEL": f"download it ({BASE_MODEL_FETCH}) or set BASE_MODEL=<folder>",
     "GRPO_MODEL": "run STAGE=sft bash model_train.sh to create it (GRPO starts from the SFT model), "
-                  "or set GRPO_MODEL=<folder>",
+    "or set GRPO_MODEL=<folder>",
 }
 
 
@@ -194,8 +207,10 @@ def check_model_dir(path: str, knob: str) -> Path:
 def check_attention(attention: str) -> None:
     """flash_attention_2 (verl's default) needs flash-attn, which verl[vllm] does not install (notes §0)."""
     if attention == VERL_DEFAULT_ATTENTION and importlib.util.find_spec("flash_attn") is None:
-        raise PreflightError("attention flash_attention_2 needs flash-attn, which is not installed: "
-                             "pip install flash-attn==2.8.3, or set ATTN_IMPL=sdpa")
+        raise PreflightError(
+            "attention flash_attention_2 needs flash-attn, which is not installed: "
+            "pip install flash-attn==2.8.3, or set ATTN_IMPL=sdpa"
+        )
 
 
 def check_loggers(loggers: Iterable[str]) -> None:
@@ -203,38 +218,50 @@ def check_loggers(loggers: Iterable[str]) -> None:
     for name in loggers:
         package = LOGGER_PACKAGES.get(name)
         if package and importlib.util.find_spec(package) is None:
-            raise PreflightError(f"trainer.logger includes {name} but {package} is not installed: "
-                                 f"pip install {package}, or drop it from trainer.logger")
+            raise PreflightError(
+                f"trainer.logger includes {name} but {package} is not installed: "
+                f"pip install {package}, or drop it from trainer.logger"
+            )
 
 
 def check_grpo_batches(train_batch_size: int, mini_batch_size: int, rollouts: int, n_gpus: int) -> bool:
     """Batch arithmetic verl checks late (validate_config) or only inside GPU workers (notes §1)."""
     if mini_batch_size > train_batch_size:
-        raise PreflightError(f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini_batch_size}) is larger than "
-                             f"data.train_batch_size ({train_batch_size}): lower the mini-batch or raise the batch")
+        raise PreflightError(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini_batch_size}) is larger than "
+            f"data.train_batch_size ({train_batch_size}): lower the mini-batch or raise the batch"
+        )
     if (train_batch_size * rollouts) % n_gpus:
-        raise PreflightError(f"data.train_batch_size x rollout.n = {train_batch_size} x {rollouts} responses do not "
-                             f"divide over {n_gpus} GPUs: choose a GPU count (N_GPUS_PER_NODE x NNODES) "
-                             f"that divides it")
+        raise PreflightError(
+            f"data.train_batch_size x rollout.n = {train_batch_size} x {rollouts} responses do not "
+            f"divide over {n_gpus} GPUs: choose a GPU count (N_GPUS_PER_NODE x NNODES) "
+            f"that divides it"
+        )
     if (mini_batch_size * rollouts) % n_gpus:
-        raise PreflightError(f"ppo_mini_batch_size x rollout.n = {mini_batch_size} x {rollouts} does not divide over "
-                             f"{n_gpus} GPUs: choose a GPU count or mini-batch so that it does")
+        raise PreflightError(
+            f"ppo_mini_batch_size x rollout.n = {mini_batch_size} x {rollouts} does not divide over "
+            f"{n_gpus} GPUs: choose a GPU count or mini-batch so that it does"
+        )
     return True
 
 
 def check_sft_batches(train_batch_size: int, n_gpus: int) -> None:
     """verl's SFT trainer gives each data-parallel rank train_batch_size // n_gpus samples."""
     if train_batch_size % n_gpus:
-        raise PreflightError(f"data.train_batch_size ({train_batch_size}) does not divide over {n_gpus} GPUs: "
-                             f"choose a GPU count (N_GPUS_PER_NODE x NNODES) that divides it")
+        raise PreflightError(
+            f"data.train_batch_size ({train_batch_size}) does not divide over {n_gpus} GPUs: "
+            f"choose a GPU count (N_GPUS_PER_NODE x NNODES) that divides it"
+        )
 
 
 def check_enough_rows(rows: int, batch_size: int, key: str) -> int:
     """Steps per epoch = rows // batch (verl drops the last partial batch); zero steps trains nothing."""
     steps = rows // batch_size
     if steps == 0:
-        raise PreflightError(f"{key} holds {rows} rows, fewer than data.train_batch_size ({batch_size}): "
-                             f"lower the batch or build a larger training set")
+        raise PreflightError(
+            f"{key} holds {rows} rows, fewer than data.train_batch_size ({batch_size}): "
+            f"lower the batch or build a larger training set"
+        )
     return steps
 
 
@@ -272,17 +299,23 @@ def check_reward(config) -> dict[str, Any]:
     reward_fn = config.reward.get("custom_reward_function") or {}
     path = reward_fn.get("path")
     if not path:
-        raise PreflightError("reward.custom_reward_function.path is not set, so verl would use its default scorer, "
-                             "which does not know data_source RationAnomaly; set it to "
-                             "verl/utils/reward_score/RationAnomaly/__init__.py")
+        raise PreflightError(
+            "reward.custom_reward_function.path is not set, so verl would use its default scorer, "
+            "which does not know data_source RationAnomaly; set it to "
+            "verl/utils/reward_score/RationAnomaly/__init__.py"
+        )
     if not path.startswith("pkg://") and not Path(path).is_file():
-        raise PreflightError(f"reward file {path} does not exist; set reward.custom_reward_function.path to "
-                             f"verl/utils/reward_score/RationAnomaly/__init__.py")
+        raise PreflightError(
+            f"reward file {path} does not exist; set reward.custom_reward_function.path to "
+            f"verl/utils/reward_score/RationAnomaly/__init__.py"
+        )
     try:
         get_custom_reward_fn(config)
     except Exception as error:
-        raise PreflightError(f"reward function {reward_fn.get('name')} in {path} does not load: {_one_line(error)} "
-                             f"(run pip install -e . in the training environment)") from error
+        raise PreflightError(
+            f"reward function {reward_fn.get('name')} in {path} does not load: {_one_line(error)} "
+            f"(run pip install -e . in the training environment)"
+        ) from error
     kwargs = OmegaConf.to_container(reward_fn.get("reward_kwargs") or {}, resolve=True)
     check_reward_options(kwargs)
     return kwargs
@@ -293,8 +326,10 @@ def check_reward_options(reward_kwargs: Mapping[str, Any]) -> None:
     try:
         from rationanomaly.reward import check_reward_config
     except ImportError as error:
-        raise PreflightError(f"rationanomaly.reward.check_reward_config is not importable ({error}); "
-                             f"run pip install -e . in the training environment") from error
+        raise PreflightError(
+            f"rationanomaly.reward.check_reward_config is not importable ({error}); "
+            f"run pip install -e . in the training environment"
+        ) from error
     try:
         check_reward_config(reward_kwargs)
     except ValueError as error:
@@ -311,8 +346,9 @@ def _load_dataset(build: Callable[[], Any], key: str) -> Any:
     except PreflightError:
         raise
     except Exception as error:
-        raise PreflightError(f"verl cannot read {key}: {_one_line(error)} (rebuild it with "
-                             f"python datasets/parquet_builder.py)") from error
+        raise PreflightError(
+            f"verl cannot read {key}: {_one_line(error)} (rebuild it with python datasets/parquet_builder.py)"
+        ) from error
     if rows == 0:
         raise PreflightError(f"{key} has no rows; rebuild it with python datasets/parquet_builder.py")
     return dataset
@@ -336,9 +372,11 @@ def check_sft_sample(dataset, tokenizer) -> None:
     trained_text = tokenizer.decode(dataset[0]["input_ids"].tolist())
     missing = lost_messages(messages, trained_text)
     if missing:
-        raise PreflightError(f"verl's SFT dataset drops the {', '.join(missing)} message(s) of each sample with this "
-                             f"chat template (it templates messages one by one); put the system prompt inside the user "
-                             f"turn when building datasets/sft_*.parquet")
+        raise PreflightError(
+            f"verl's SFT dataset drops the {', '.join(missing)} message(s) of each sample with this "
+            f"chat template (it templates messages one by one); put the system prompt inside the user "
+            f"turn when building datasets/sft_*.parquet"
+        )
 
 
 def check_chat_template(tokenizer) -> bool:
@@ -351,10 +389,12 @@ def check_chat_template(tokenizer) -> bool:
     try:
         extract_system_prompt_and_generation(tokenizer)
     except Exception as error:
-        raise PreflightError(f"the chat template of model.path cannot be applied turn by turn as verl's SFT dataset "
-                             f"does ({_one_line(error)}): set SFT_CHAT_TEMPLATE=rationanomaly/train/"
-                             f"llama2_chat_template.jinja (the launcher's default) or another template without "
-                             f"that check") from error
+        raise PreflightError(
+            f"the chat template of model.path cannot be applied turn by turn as verl's SFT dataset "
+            f"does ({_one_line(error)}): set SFT_CHAT_TEMPLATE=rationanomaly/train/"
+            f"llama2_chat_template.jinja (the launcher's default) or another template without "
+            f"that check"
+        ) from error
     return True
 
 
@@ -395,15 +435,19 @@ def parquet_templates(path: str) -> set[str]:
 
 def check_held_out(train_files: Sequence[str], val_files: Sequence[str], knob: str) -> None:
     """Validation must not score training data: no shared file, no shared template."""
-    fix = (f"build a held-out split with python datasets/parquet_builder.py --validation_ratio 0.1 (it writes the "
-           f"validation files) and point {knob} at it, or turn validation off")
+    fix = (
+        f"build a held-out split with python datasets/parquet_builder.py --validation_ratio 0.1 (it writes the "
+        f"validation files) and point {knob} at it, or turn validation off"
+    )
     if {Path(f).resolve() for f in train_files} & {Path(f).resolve() for f in val_files}:
         raise PreflightError(f"validation is on but {knob} names a training file: {fix}")
     train = set().union(*(parquet_templates(f) for f in train_files))
     shared = train & set().union(*(parquet_templates(f) for f in val_files))
     if shared:
-        raise PreflightError(f"validation is on but {len(shared)} validation template(s) are also training templates "
-                             f"(e.g. {sorted(shared)[0][:60]!r}; a file left from an earlier build?): {fix}")
+        raise PreflightError(
+            f"validation is on but {len(shared)} validation template(s) are also training templates "
+            f"(e.g. {sorted(shared)[0][:60]!r}; a file left from an earlier build?): {fix}"
+        )
 
 
 def resume_plan(folder: str, resume_mode: str, overwrite: bool, total_steps: int) -> str:
@@ -415,9 +459,11 @@ def resume_plan(folder: str, resume_mode: str, overwrite: bool, total_steps: int
     existing = checkpoint_steps(folder)
     if resume_mode == "disable":
         if existing and not overwrite:
-            raise PreflightError(f"{folder} already holds checkpoints of an earlier run (steps "
-                                 f"{format_steps(existing)}); RESUME=1 continues that run, OVERWRITE=1 deletes them "
-                                 f"first, or choose another output folder (OUTPUT_DIR / SFT_OUTPUT_DIR)")
+            raise PreflightError(
+                f"{folder} already holds checkpoints of an earlier run (steps "
+                f"{format_steps(existing)}); RESUME=1 continues that run, OVERWRITE=1 deletes them "
+                f"first, or choose another output folder (OUTPUT_DIR / SFT_OUTPUT_DIR)"
+            )
         if existing:
             return f"fresh; OVERWRITE=1 first deletes the {len(existing)} checkpoint(s) in {folder}"
         return f"fresh (no checkpoint in {folder})"
@@ -427,20 +473,28 @@ def resume_plan(folder: str, resume_mode: str, overwrite: bool, total_steps: int
         return f"fresh (RESUME=1, but {folder} holds no checkpoint yet)"
     latest = latest_step(Path(folder))
     if latest >= total_steps:
-        raise PreflightError(f"{folder} already holds the last step ({latest} of {total_steps}), so RESUME=1 would "
-                             f"train nothing: export it with bash model_export.sh, or start fresh with OVERWRITE=1")
+        raise PreflightError(
+            f"{folder} already holds the last step ({latest} of {total_steps}), so RESUME=1 would "
+            f"train nothing: export it with bash model_export.sh, or start fresh with OVERWRITE=1"
+        )
     return f"resumes from step {latest} of {total_steps} in {folder} (RESUME=1)"
 
 
-def plan_checkpoints(folder: str, steps: Sequence[int], keep: int | None, model_dir: Path,
-                     lora_rank: int = 0) -> CheckpointPlan:
+def plan_checkpoints(
+    folder: str, steps: Sequence[int], keep: int | None, model_dir: Path, lora_rank: int = 0
+) -> CheckpointPlan:
     """The run's checkpoint steps, their estimated size (from the model's config) and the free space."""
     try:
         parameters, trainable = model_parameters(model_dir, lora_rank)
     except Exception as error:
         raise PreflightError(f"cannot size the checkpoints of {model_dir}: {_one_line(error)}") from error
-    return CheckpointPlan(Path(folder), tuple(steps), kept_checkpoints(len(steps), keep),
-                          checkpoint_bytes(parameters, trainable), free_bytes(folder))
+    return CheckpointPlan(
+        Path(folder),
+        tuple(steps),
+        kept_checkpoints(len(steps), keep),
+        checkpoint_bytes(parameters, trainable),
+        free_bytes(folder),
+    )
 
 
 def check_disk(plan: CheckpointPlan, keep_key: str) -> None:
@@ -448,11 +502,16 @@ def check_disk(plan: CheckpointPlan, keep_key: str) -> None:
     if plan.free_bytes is None or plan.bytes_needed <= plan.free_bytes:
         return
     fit = plan.free_bytes // plan.bytes_each
-    keep = (f"keep the last {fit} with {keep_key}={fit}" if fit else
-            "not even one fits, so free space or choose another output folder")
-    raise PreflightError(f"{plan.kept} checkpoints x ~{format_bytes(plan.bytes_each)} = "
-                         f"{format_bytes(plan.bytes_needed)} will not fit in the {format_bytes(plan.free_bytes)} free "
-                         f"under {plan.folder}: {keep} (verl deletes older ones), or save less often (SAVE_FREQ)")
+    keep = (
+        f"keep the last {fit} with {keep_key}={fit}"
+        if fit
+        else "not even one fits, so free space or choose another output folder"
+    )
+    raise PreflightError(
+        f"{plan.kept} checkpoints x ~{format_bytes(plan.bytes_each)} = "
+        f"{format_bytes(plan.bytes_needed)} will not fit in the {format_bytes(plan.free_bytes)} free "
+        f"under {plan.folder}: {keep} (verl deletes older ones), or save less often (SAVE_FREQ)"
+    )
 
 
 def describe_checkpoints(plan: CheckpointPlan) -> str:
@@ -461,8 +520,10 @@ def describe_checkpoints(plan: CheckpointPlan) -> str:
         return f"none (save_freq off): nothing lands in {plan.folder}"
     kept = "" if plan.kept == len(plan.steps) else f", the last {plan.kept} kept"
     free = "" if plan.free_bytes is None else f"; {format_bytes(plan.free_bytes)} free"
-    return (f"{plan.folder}/global_step_N at steps {format_steps(plan.steps)}: {len(plan.steps)} x "
-            f"~{format_bytes(plan.bytes_each)}{kept} = {format_bytes(plan.bytes_needed)}{free}")
+    return (
+        f"{plan.folder}/global_step_N at steps {format_steps(plan.steps)}: {len(plan.steps)} x "
+        f"~{format_bytes(plan.bytes_each)}{kept} = {format_bytes(plan.bytes_needed)}{free}"
+    )
 
 
 def check_export_target(checkpoints: str, target: str, overwrite: bool) -> str:
@@ -484,13 +545,16 @@ def describe_loss_aggregation(mode: str) -> str:
     if mode == REFERENCE_LOSS_AGG_MODE:
         return f"{mode} (policy and KL loss; every response weighs the same, as in the reference run)"
     if mode == "token-mean":
-        return (f"{mode} (verl's default: responses weigh by their length; the reference weighed each response "
-                f"the same: LOSS_AGG_MODE={REFERENCE_LOSS_AGG_MODE})")
+        return (
+            f"{mode} (verl's default: responses weigh by their length; the reference weighed each response "
+            f"the same: LOSS_AGG_MODE={REFERENCE_LOSS_AGG_MODE})"
+        )
     return f"{mode} (not the reference run's {REFERENCE_LOSS_AGG_MODE})"
 
 
-def _plan_run(findings: Findings, stage: str, config, rows: int | None, model_dir: Path | None,
-              lora_rank: int, overwrite: bool) -> dict[str, str]:
+def _plan_run(
+    findings: Findings, stage: str, config, rows: int | None, model_dir: Path | None, lora_rank: int, overwrite: bool
+) -> dict[str, str]:
     """Steps, start (fresh or resumed) and checkpoint lines, once the training rows are known."""
     trainer = config.trainer
     batch = int(config.data.train_batch_size)
@@ -499,8 +563,10 @@ def _plan_run(findings: Findings, stage: str, config, rows: int | None, model_di
         return {}
     epochs = int(trainer.total_epochs)
     total = int(trainer.total_training_steps or per_epoch * epochs)
-    values = {"steps": f"{per_epoch} per epoch x {epochs} epochs = {total}" +
-              ("" if total == per_epoch * epochs else f" (trainer.total_training_steps={total})")}
+    values = {
+        "steps": f"{per_epoch} per epoch x {epochs} epochs = {total}"
+        + ("" if total == per_epoch * epochs else f" (trainer.total_training_steps={total})")
+    }
     start = findings.check(resume_plan, str(trainer.default_local_dir), str(trainer.resume_mode), overwrite, total)
     if start is not None:
         values["start"] = start
@@ -508,8 +574,14 @@ def _plan_run(findings: Findings, stage: str, config, rows: int | None, model_di
     steps = save_steps(total, save_freq, save_last=stage == "sft")
     keep_key = "trainer.max_ckpt_to_keep" if stage == "sft" else "trainer.max_actor_ckpt_to_keep"
     if model_dir is not None:
-        plan = findings.check(plan_checkpoints, str(trainer.default_local_dir), steps,
-                              trainer.get(keep_key.split(".", 1)[1]), model_dir, lora_rank)
+        plan = findings.check(
+            plan_checkpoints,
+            str(trainer.default_local_dir),
+            steps,
+            trainer.get(keep_key.split(".", 1)[1]),
+            model_dir,
+            lora_rank,
+        )
         if plan is not None:
             findings.check(check_disk, plan, keep_key)
             values["checkpoints"] = describe_checkpoints(plan)
@@ -529,16 +601,21 @@ def preflight_grpo(config, overwrite: bool = False) -> dict[str, Any]:
     validating = validation_on("grpo", trainer, val_files or [])
     if validating and train_files and val_files:
         findings.check(check_held_out, train_files, val_files, "VAL_FILES")
-    batches_ok = findings.check(check_grpo_batches, int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size),
-                                int(arr.rollout.n), n_gpus)
+    batches_ok = findings.check(
+        check_grpo_batches, int(data.train_batch_size), int(arr.actor.ppo_mini_batch_size), int(arr.rollout.n), n_gpus
+    )
     if batches_ok:  # verl's validate_config repeats the same arithmetic in its own words
         findings.check(_run_verl_validate, config)
     attention = arr.model.get("override_config", {}).get("attn_implementation", VERL_DEFAULT_ATTENTION)
     findings.check(check_attention, attention)
     findings.check(check_loggers, as_list(trainer.logger))
     model = findings.check(_convert, arr.model, "actor_rollout_ref.model") if model_dir else None
-    for node, what in ((arr.actor, "actor_rollout_ref.actor"), (_ref_as_actor(config), "actor_rollout_ref.ref"),
-                       (arr.rollout, "actor_rollout_ref.rollout"), (config.algorithm, "algorithm")):
+    for node, what in (
+        (arr.actor, "actor_rollout_ref.actor"),
+        (_ref_as_actor(config), "actor_rollout_ref.ref"),
+        (arr.rollout, "actor_rollout_ref.rollout"),
+        (config.algorithm, "algorithm"),
+    ):
         findings.check(_convert, node, what)
     reward_kwargs = findings.check(check_reward, config)
 
@@ -553,9 +630,12 @@ def preflight_grpo(config, overwrite: bool = False) -> dict[str, Any]:
     val_rows = rows(val_files, False, "data.val_files") if validating else None
     plan = _plan_run(findings, "grpo", config, train_rows, model_dir, 0, overwrite)
     findings.raise_if_any()
-    validation = (f"every {trainer.test_freq} steps on {', '.join(val_files)} ({val_rows} rows)" if validating else
-                  f"off (trainer.test_freq={trainer.test_freq}, as the reference run); verl still builds its "
-                  f"validation dataset from {', '.join(val_files)} and never scores it")
+    validation = (
+        f"every {trainer.test_freq} steps on {', '.join(val_files)} ({val_rows} rows)"
+        if validating
+        else f"off (trainer.test_freq={trainer.test_freq}, as the reference run); verl still builds its "
+        f"validation dataset from {', '.join(val_files)} and never scores it"
+    )
     return {
         "entry point": ENTRY_POINTS["grpo"],
         "model": arr.model.path,
@@ -564,14 +644,13 @@ def preflight_grpo(config, overwrite: bool = False) -> dict[str, Any]:
         "validation": validation,
         "GPUs": f"{trainer.n_gpus_per_node} per node x {trainer.nnodes} nodes = {n_gpus}",
         "batch": f"{data.train_batch_size} prompts x {arr.rollout.n} rollouts = "
-                 f"{int(data.train_batch_size) * int(arr.rollout.n)} responses per step",
-        "mini-batch / micro-batch per GPU":
-            f"{arr.actor.ppo_mini_batch_size} / {arr.actor.ppo_micro_batch_size_per_gpu}",
+        f"{int(data.train_batch_size) * int(arr.rollout.n)} responses per step",
+        "mini-batch / micro-batch per GPU": f"{arr.actor.ppo_mini_batch_size} / {arr.actor.ppo_micro_batch_size_per_gpu}",
         "loss aggregation": describe_loss_aggregation(str(arr.actor.loss_agg_mode)),
         "actor lr": arr.actor.optim.lr,
         "KL loss": f"{arr.actor.use_kl_loss} coef {arr.actor.kl_loss_coef} type {arr.actor.kl_loss_type}",
         "rollout": f"{arr.rollout.name} temperature {arr.rollout.temperature} gpu_memory_utilization "
-                   f"{arr.rollout.gpu_memory_utilization} tp {arr.rollout.tensor_model_parallel_size}",
+        f"{arr.rollout.gpu_memory_utilization} tp {arr.rollout.tensor_model_parallel_size}",
         "lengths": f"prompt {data.max_prompt_length} response {data.max_response_length}",
         "reward": f"{config.reward.custom_reward_function.path}:{config.reward.custom_reward_function.name}",
         "reward kwargs": reward_kwargs,
@@ -610,8 +689,9 @@ def preflight_sft(config, overwrite: bool = False, export_target: str | None = N
     def dataset(files: list[str] | None, key: str) -> Any:
         if not template_ok or not files:  # verl's SFT dataset applies the chat template: it would fail the same way
             return None
-        return findings.check(_load_dataset, lambda: create_sft_dataset(files, data, model.tokenizer, model.processor),
-                              key)
+        return findings.check(
+            _load_dataset, lambda: create_sft_dataset(files, data, model.tokenizer, model.processor), key
+        )
 
     train_dataset = dataset(train_files, "data.train_files")
     if train_dataset is not None:
@@ -627,8 +707,9 @@ def preflight_sft(config, overwrite: bool = False, export_target: str | None = N
         "attention": attention,
         "LoRA": f"rank {config.model.lora_rank} alpha {config.model.lora_alpha} targets {config.model.target_modules}",
         "train files": f"{', '.join(train_files)} ({train_rows} rows)",
-        "validation": f"{', '.join(val_files)} ({len(val_dataset)} rows), at the last step" if val_files else
-                      "none (SFT_VAL_FILES unset: every sample trains)",
+        "validation": f"{', '.join(val_files)} ({len(val_dataset)} rows), at the last step"
+        if val_files
+        else "none (SFT_VAL_FILES unset: every sample trains)",
         "GPUs": f"{trainer.n_gpus_per_node} per node x {trainer.nnodes} nodes = {n_gpus}",
         "batch / micro-batch per GPU": f"{data.train_batch_size} / {data.micro_batch_size_per_gpu}",
         "lr": config.optim.lr,
@@ -638,8 +719,9 @@ def preflight_sft(config, overwrite: bool = False, export_target: str | None = N
     }
 
 
-def run_preflight(stage: str, overrides: Sequence[str], overwrite: bool = False,
-                  export_target: str | None = None) -> dict[str, Any]:
+def run_preflight(
+    stage: str, overrides: Sequence[str], overwrite: bool = False, export_target: str | None = None
+) -> dict[str, Any]:
     """Compose and check the configuration of one stage; raises PreflightError listing every problem found.
 
     `overwrite`: the launcher deletes the checkpoints already in the output folder first (OVERWRITE=1);
@@ -708,15 +790,23 @@ def _not_platform_noise(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: print the summary and exit 0, or one `pre-flight error:` line per problem and exit 2."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--stage", choices=STAGES, default="grpo")
-    parser.add_argument("--overrides-only", action="store_true",
-                        help="only refuse legacy reward keys (cheap; what a run with SKIP_PREFLIGHT=1 still checks)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="the launcher deletes the checkpoints already in the output folder (OVERWRITE=1)")
-    parser.add_argument("--export_target", default=None,
-                        help="SFT: the folder the merged model is exported to afterwards (SFT_MODEL)")
+    parser.add_argument(
+        "--overrides-only",
+        action="store_true",
+        help="only refuse legacy reward keys (cheap; what a run with SKIP_PREFLIGHT=1 still checks)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="the launcher deletes the checkpoints already in the output folder (OVERWRITE=1)",
+    )
+    parser.add_argument(
+        "--export_target", default=None, help="SFT: the folder the merged model is exported to afterwards (SFT_MODEL)"
+    )
     parser.add_argument("--verbose", action="store_true", help="stream verl's own output instead of holding it back")
     parser.add_argument("overrides", nargs="*", help="verl Hydra overrides, as model_train.sh passes them")
     args = parser.parse_args(argv)

@@ -101,8 +101,12 @@ def strict_template_model(model: str | Path, folder: str | Path) -> str:
     return str(folder)
 
 
-def recorded_calls(knobs: dict[str, str], folder: str | Path, args: list[str] | None = None,
-                   script: str | Path = REPO_ROOT / "model_train.sh") -> tuple[subprocess.CompletedProcess, list]:
+def recorded_calls(
+    knobs: dict[str, str],
+    folder: str | Path,
+    args: list[str] | None = None,
+    script: str | Path = REPO_ROOT / "model_train.sh",
+) -> tuple[subprocess.CompletedProcess, list]:
     """Run the launcher with a recording stand-in for Python; returns the result and [(argv, env), ...]."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,9 +135,9 @@ def module_of(argv: list[str]) -> str:
 def overrides_of(argv: list[str]) -> list[str]:
     """The Hydra overrides of a recorded call (what follows the entry point or `--`)."""
     if "--" in argv:
-        return argv[argv.index("--") + 1:]
+        return argv[argv.index("--") + 1 :]
     last_module = len(argv) - 1 - argv[::-1].index("-m")
-    return argv[last_module + 2:]
+    return argv[last_module + 2 :]
 
 
 def as_dict(overrides: list[str]) -> dict[str, str]:
