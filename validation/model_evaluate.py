@@ -114,13 +114,20 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_files(
             **paths, missing=args.missing, match=args.match, partial=args.partial, method=args.method
         )
-        report(args, dataset, result)
+        report(args, dataset, result, paths)
     written = [p for p in outputs if p]
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
 
-def report(args: argparse.Namespace, dataset: str | None, result: Evaluation) -> None:
+def test_set_label(paths: dict, level: str, block: dict) -> str:
+    """`BGL_test.json: 10 entries (4 abnormal)`: the test set behind our row (the sessions at session level)."""
+    source = paths["sessions"] if level == "session" and paths["sessions"] else paths["testset"]
+    unit = "sessions" if level == "session" else "entries"
+    return f"{Path(source).name}: {block['total']} {unit} ({block['support']} abnormal)"
+
+
+def report(args: argparse.Namespace, dataset: str | None, result: Evaluation, paths: dict) -> None:
     """Print the table, the unknowns and the paper's rows; stage the comparison table when asked for."""
     print(format_table(result))
     print(f"unknown (not binarisable, counted as not abnormal): {len(result.unknowns)}")
@@ -128,7 +135,15 @@ def report(args: argparse.Namespace, dataset: str | None, result: Evaluation) ->
         print(f"  {item['input'][:50]!r} -> {item['response'][:60]!r}")
     scores = result.to_dict()
     tables = [
-        comparison_table(dataset, level, [ResultRow(args.method, evaluation_scores(scores, level), "ours")])
+        comparison_table(
+            dataset,
+            level,
+            [
+                ResultRow(
+                    args.method, evaluation_scores(scores, level), "ours", test_set_label(paths, level, scores[level])
+                )
+            ],
+        )
         for level in ("template", "session")
         if dataset and level in scores
     ]
