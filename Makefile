@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	  { echo "error: verl 0.9.1 needs Python 3.10-3.12; run e.g. 'make PYTHON=python3.11 $(MAKECMDGOALS)'"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,timeseries]'
 	touch $(STAMP)
 
 install: $(STAMP)
