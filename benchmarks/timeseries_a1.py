@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         means = {m: [r["validation"]["mean"][m] for r in reports] for m in METRICS}
         timing = [json.loads((out / f"{mode}_seed{seed}" / "timing.json").read_text()) for seed in args.seeds]
         summary["modes"][mode] = {"per_seed": means, "total_s": [t["total_s"] for t in timing],
+                                  "cpu_s": [t.get("cpu_s") for t in timing],
                                   "share_true_labels": [r["labels"]["share_true"] for r in reports]}  # fmt: skip
         rows.append((f"ours, {mode}", *(mean_sd(means[m]) for m in METRICS)))
     header = f"{'run':<34} {'P':>15} {'R':>15} {'F1':>15} {'PA-F1':>15} {'AU-PR':>15}"
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(commands)} runs in {wall / 60:.1f} min wall ({args.jobs} side by side); load average "
         f"{load_before[0]:.1f} before, {summary['load_after'][0]:.1f} after; data {data}"
     )
+    cpu = [s for mode in MODES for s in summary["modes"][mode]["cpu_s"] if s is not None]
+    if cpu:
+        runs = len(MODES) * len(args.seeds)
+        idle_minutes = statistics.mean(cpu) * runs / args.jobs / 60  # CPU time is what an idle core would spend
+        print(f"CPU per run {statistics.mean(cpu) / 60:.1f} min (mean of {len(cpu)}); on {args.jobs} idle cores "
+              f"the {runs} runs take about {idle_minutes:.0f} min")  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return 0
 

@@ -539,7 +539,7 @@ class Trainer:
         """Warm-up, episodes (resuming from a checkpoint), validation; writes report.json, plots and timing.json."""
         from tqdm import tqdm
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         if not self.load_checkpoint():
             self.fit_vae()
             self.timing["vae_s"] = time.perf_counter() - started
@@ -562,6 +562,7 @@ class Trainer:
         write_json_atomic(self.output_dir / REPORT, report)
         write_plots(self.output_dir, self.state.episodes, results)
         self.timing["total_s"] = time.perf_counter() - started
+        self.timing["cpu_s"] = time.process_time() - cpu_started  # all threads; ~total_s on an idle core
         write_json_atomic(self.output_dir / TIMING, self.timing)
         (self.output_dir / CHECKPOINT).unlink(missing_ok=True)
         return report
