@@ -30,7 +30,7 @@ def test_step_rewards_the_true_label_and_flags_the_previous_action():
     env = make_env()
     observation, info = env.reset(seed=0)
     assert info["cursor"] == N
-    assert observation[:, 1].tolist() == [0, 0, 1]  # the first state: flag 1 on the newest point (A1 L125)
+    assert observation[:, 1].tolist() == [0, 0, 1]  # the first state: flag 1 on the newest point (A1 L126)
     _, reward, terminated, truncated, info = env.step(1)  # cursor 3 is normal: a false positive
     assert (reward, terminated, truncated, info["label"]) == (-1.0, False, False, 0)
     observation, _, _, _, _ = env.step(0)  # cursor 4 normal: true negative, flag 0 appended

@@ -14,15 +14,15 @@ import numpy as np
 
 HIDDEN = 128  # A1 L54: LSTM(128)
 LEARNING_RATE = 3e-4  # A1 L572: Adam 3e-4
-FORGET_BIAS = 1.0  # A1 L174: LSTMCell(forget_bias=1.0)
+FORGET_BIAS = 1.0  # A1 L165-210 (Q_Estimator_Nonlinear): LSTMCell(forget_bias=1.0)
 
 
 def build_q_network(input_dim: int, hidden: int = HIDDEN, seed: int = 0):
     """LSTM over the window -> last output -> linear to 2 action values, initialised like the reference.
 
     TF's LSTMCell: glorot_uniform over the stacked [input, hidden] kernel, zero biases plus a forget bias
-    of 1; the output layer's weights and bias are N(0, 1) (tf.random_normal, A1 L170-171), so the
-    initial Q values are large and the margins of the first active-learning queries are arbitrary.
+    of 1; the output layer's weights and bias are N(0, 1) (tf.random_normal in Q_Estimator_Nonlinear,
+    A1 L165-210), so the initial Q values are large and the first active-learning margins arbitrary.
     """
     import torch
     from torch import nn
@@ -65,7 +65,7 @@ def q_values(network, states: np.ndarray, batch_size: int = 4096) -> np.ndarray:
 
 
 def full_information_targets(rewards: np.ndarray, q_next0: np.ndarray, q_next1: np.ndarray, gamma: float) -> np.ndarray:
-    """Targets [B, 2]: r_a + gamma * max_a' Q_target(s'_a, a') for both a (A1 L437-444)."""
+    """Targets [B, 2]: r_a + gamma * max_a' Q_target(s'_a, a') for both a (A1 L428-450)."""
     bootstrap = np.stack([q_next0.max(axis=1), q_next1.max(axis=1)], axis=1)
     return (rewards + gamma * bootstrap).astype(np.float32)
 

@@ -2,7 +2,7 @@
 
 Observation: the window of the last n_steps MinMax-scaled points with a flag channel, [n_steps, d + 1], all
 in [0, 1]; the flag on the newest point is the previous action, as in the reference's sequential pass
-(A1 L481-497); with `action_flags=False` (fixed mode) the flag channel stays 0, as in the states the
+(A1 L464-516); with `action_flags=False` (fixed mode) the flag channel stays 0, as in the states the
 agent was trained on. Action: Discrete(2), 1 = anomaly. Reward: the extrinsic table on the true label (the
 reference's test reward, `RNNBinaryRewardFucTest`). The episode ends after the last point; points
 0..n_steps-1 are never classified.

@@ -13,8 +13,8 @@ from rationanomaly.timeseries.reward import UNLABELLED
 RBF, KNN = "rbf", "knn"
 KERNELS = (RBF, KNN)
 KNN_NEIGHBORS = 7  # scikit-learn's LabelSpreading default for knn; ours for SMD scale (rbf: 63 s, 9.7 GB per machine)
-WARM_CONTAMINATION = 0.01  # A1 L331: IsolationForest(contamination=0.01)
-WARM_PER_END = 5  # A1 L346-347: the 5 most normal and the 5 most anomalous scores of each visit
+WARM_CONTAMINATION = 0.01  # A1 L328-370 (warm-up): outliers_fraction = 0.01
+WARM_PER_END = 5  # A1 L328-370: the 5 most normal and the 5 most anomalous scores of each visit
 
 
 def margin_query(q_values: np.ndarray, labels: np.ndarray, budget: int) -> np.ndarray:
@@ -25,7 +25,7 @@ def margin_query(q_values: np.ndarray, labels: np.ndarray, budget: int) -> np.nd
 
 
 def entropy(distributions: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row, 0 log 0 = 0: scipy.stats.entropy(label_distributions_.T) (A1 L356)."""
+    """Shannon entropy (nats) of each row, 0 log 0 = 0: scipy.stats.entropy(label_distributions_.T) (A1 L328-370)."""
     p = np.asarray(distributions, dtype=np.float64)
     p = p / np.where(p.sum(axis=1, keepdims=True) > 0, p.sum(axis=1, keepdims=True), 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -36,7 +36,7 @@ def entropy(distributions: np.ndarray) -> np.ndarray:
 def pseudo_label_selection(
     distributions: np.ndarray, transduction: np.ndarray, labels: np.ndarray, budget: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, labels) of the `budget` unlabelled windows whose spread label is most certain (A1 L356-362, L438-444).
+    """(indices, labels) of the `budget` unlabelled windows whose spread label is most certain (A1 L328-370, L376-460).
 
     Certainty = lowest entropy of the spread label distribution; the label is scikit-learn's transduction.
     """
@@ -61,14 +61,14 @@ def spread_labels(features: np.ndarray, labels: np.ndarray, kernel: str = RBF) -
 
 
 def fit_isolation_forest(points: np.ndarray, seed: int, contamination: float = WARM_CONTAMINATION):
-    """IsolationForest on the newest point of every training window (A1 L331-339), seeded."""
+    """IsolationForest on the newest point of every training window (A1 L328-370), seeded."""
     from sklearn.ensemble import IsolationForest
 
     return IsolationForest(contamination=contamination, random_state=seed).fit(points)
 
 
 def warm_up_selection(decision: np.ndarray, per_end: int = WARM_PER_END) -> np.ndarray:
-    """Windows to label in a warm-up visit: the `per_end` lowest and highest of -decision + 0.5 (A1 L343-347).
+    """Windows to label in a warm-up visit: the `per_end` lowest and highest of -decision + 0.5 (A1 L328-370).
 
     decision_function is high for normal points, so the first block is the most normal windows and the
     second the most anomalous; a series shorter than 2 * per_end windows yields repeats, as in the reference.

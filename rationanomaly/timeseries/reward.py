@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NORMAL_ACTION, ANOMALY_ACTION = 0, 1
-UNLABELLED = -1  # a window whose label is unknown (the reference's label column starts at -1, env.py L77)
+UNLABELLED = -1  # a window whose label is unknown (the reference's label column starts at -1, env.py L69-80)
 INTRINSIC_SCALE = 0.1  # ours (fixed mode): at lambda = 10 the intrinsic term is at most +-1, the size of TN/FP
 
 

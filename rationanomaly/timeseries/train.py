@@ -99,18 +99,18 @@ class Settings:
     channels: str = "all"  # SMD's reference uses column 0 only (env_smd.py L73-75): "first"
     hidden: int = HIDDEN
     learning_rate: float = LEARNING_RATE
-    batch_size: int = 256  # A1 L581
+    batch_size: int = 256  # A1 L587
     updates_per_episode: int = 10  # A1 L578 (num_epoches)
-    target_every: int = 10  # A1 L576: copy when total_t % 10 == 0, i.e. once per episode
-    replay_capacity: int = 500_000  # A1 L574
-    replay_init: int = 1500  # A1 L575: the warm-up stops at 1,500 transitions
+    target_every: int = 10  # A1 L582: copy when total_t % 10 == 0, i.e. once per episode
+    replay_capacity: int = 500_000  # A1 L580
+    replay_init: int = 1500  # A1 L581: the warm-up stops at 1,500 transitions
     warm_contamination: float = WARM_CONTAMINATION
     warm_per_end: int = WARM_PER_END
     warm_fit_points: int = 0  # 0 = every training window; SMD fits on <= 10,000 (SMD L321)
     epsilon: str = "steps"  # linspace(1, 0.1, 500k) by update count (A1 L324); WaDi: "episodes"
     vae: VaeConfig = field(default_factory=VaeConfig)
     vae_max_windows: int = 0  # 0 = all normal windows; WaDi samples 200 (notes section 1, WaDi deltas)
-    label_spreading: str = RBF  # LabelSpreading() defaults (A1 L340); knn for SMD scale
+    label_spreading: str = RBF  # LabelSpreading() defaults (A1 L328-370); knn for SMD scale
     intrinsic_scale: float = INTRINSIC_SCALE  # fixed mode only
     checkpoint_every: int = 50  # ours: episodes between checkpoints (a resumed run continues from the last)
 
@@ -121,37 +121,37 @@ def preset(layout: str, mode: str = REFERENCE) -> Settings:
     if layout == "smd":
         return replace(
             base,
-            reward=SMD_REWARD,
-            lam=SMD_LAMBDA,
+            reward=SMD_REWARD,  # SMD L45-48
+            lam=SMD_LAMBDA,  # SMD L367, L448
             episodes=100,  # SMD L39
             validation_ratio=0.8,  # SMD L58
             channels="first",  # env_smd.py L73-75
             batch_size=128,  # notes section 1: SMD batch 128
             warm_fit_points=10_000,  # SMD L321
             vae=VaeConfig(epochs=50),  # SMD L555-559
-            al_budget=5000,
+            al_budget=5000,  # (LP 200, AL 5000, .96): the run behind the repository's best SMD F1 (.184)
             lp_budget=200,
             gamma=0.96,
-        )  # the run behind the repo's best SMD F1 (.184)
+        )
     if layout == "wadi":
         return replace(
             base,
             reward=WADI_REWARD,
-            lam=WADI_LAMBDA,
-            episodes=20,
+            lam=WADI_LAMBDA,  # WaDi L278, L348
+            episodes=20,  # notes section 1, WaDi deltas (also gamma, budgets, updates, epsilon, VAE)
             gamma=0.5,
             lp_budget=200,
-            al_budget=1000,  # notes section 1, WaDi deltas
+            al_budget=1000,
             hidden=64,  # WaDi L220
             updates_per_episode=5,
             batch_size=64,
-            target_every=5,  # 5 updates of 64, copy every episode
+            target_every=5,  # the target is copied every episode
             epsilon="episodes",  # max(0.1, 1 - ep / 20)
             validation_ratio=0.8,  # ours: 4 attack slices train, the last validates
             vae=VaeConfig(hidden=(128,), decoder_hidden=(128,), latent=10, epochs=20),
             vae_max_windows=200,
-            replay_capacity=20_000,
-        )  # ours: a WaDi state is ~120 channels wide
+            replay_capacity=20_000,  # ours: a WaDi state is ~120 channels wide
+        )
     return base
 
 
@@ -278,7 +278,7 @@ def reward_windows(prepared: Prepared, index: int, settings: Settings) -> np.nda
 
 
 def choose_actions(q: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Epsilon-greedy actions: each is random with probability epsilon, else argmax Q (A1 L280-287)."""
+    """Epsilon-greedy: each action is random with probability epsilon, else argmax Q (A1 make_epsilon_greedy_policy)."""
     explore = rng.random(len(q)) < epsilon
     random_actions = rng.integers(0, 2, len(q))
     return np.where(explore, random_actions, np.argmax(q, axis=1)).astype(np.int64)

@@ -21,12 +21,12 @@ class VaeConfig:
     """Architecture and training knobs; defaults are the A1 script's."""
 
     hidden: tuple[int, ...] = (64, 64, 64)  # A1 L89-91
-    latent: int = 10  # A1 L109
+    latent: int = 10  # A1 L112
     decoder_hidden: tuple[int, ...] = (64,)  # A1 L96
     epochs: int = 200  # A1 L543
     batch_size: int = 32  # A1 L543
-    learning_rate: float = 1e-3  # A1 L104
-    clipnorm: float = 1.0  # A1 L104
+    learning_rate: float = 1e-3  # A1 L106
+    clipnorm: float = 1.0  # A1 L106
     log_var_clip: float = 10.0  # A1 L94
 
 
@@ -72,7 +72,7 @@ def build_vae(input_dim: int, config: VaeConfig):
 
 
 def vae_loss(x, reconstruction, mu, log_var):
-    """Batch mean of D * mean squared error + KL(q(z|x) || N(0, I)) (A1 L100-102)."""
+    """Batch mean of D * mean squared error + KL(q(z|x) || N(0, I)) (A1 L102-104)."""
     import torch
 
     squared = torch.mean((reconstruction - x) ** 2, dim=1) * x.shape[1]

@@ -13,7 +13,7 @@ N_STEPS = 25  # A1 L52, SMD L55, WaDi L57 (README L48's "window_size = 50" is wr
 
 
 def minmax_scale(values: np.ndarray) -> np.ndarray:
-    """Per-channel MinMax to [0, 1] over the whole series (env.py L79-80); a constant channel becomes 0."""
+    """Per-channel MinMax to [0, 1] over the whole series (env.py L69-80); a constant channel becomes 0."""
     low, high = values.min(axis=0), values.max(axis=0)
     span = np.where(high > low, high - low, 1.0)
     return np.clip((values - low) / span, 0.0, 1.0).astype(np.float32)
@@ -42,7 +42,7 @@ def preceding_windows(values: np.ndarray, n_steps: int = N_STEPS) -> np.ndarray:
 def states_list_flags(count: int, n_steps: int = N_STEPS) -> np.ndarray:
     """[count, n] flags of the reference's `states_list` (env.py L153-169).
 
-    The first state carries flag 1 on its newest point (A1 L125); every later state shifts the previous
+    The first state carries flag 1 on its newest point (A1 L126); every later state shifts the previous
     one and appends flag 0, so that 1 walks out of the window after n_steps states and all later flags are 0.
     """
     flags = np.zeros((count, n_steps), dtype=np.float32)
@@ -68,7 +68,7 @@ def series_states(scaled: np.ndarray, n_steps: int = N_STEPS, action_flags: bool
 
 
 def shifted(state: np.ndarray, point: np.ndarray, flag: float) -> np.ndarray:
-    """The state one step later: drop the oldest row, append (point, flag) (A1 L128-133)."""
+    """The state one step later: drop the oldest row, append (point, flag) (A1 L128-133, the branch states)."""
     return np.concatenate([state[1:], np.append(point, flag)[None, :].astype(np.float32)])
 
 
@@ -78,9 +78,9 @@ def chained_next_states(
     """Next states of a run of steps as the reference's env builds them: from its *running* state.
 
     The reference jumps the cursor to each labelled window but builds the next state from the state the
-    env was left in by the previous step (env.py L137-151), not from the window it classified: the
+    env was left in by the previous step (env.py L126-151), not from the window it classified: the
     older rows are those of earlier steps, only the newest point is right. Returns ([K, 2, n, d+1],
-    the final running state). A window at the series end repeats the running state (env.py L141-143).
+    the final running state). A window at the series end repeats the running state (env.py L126-151).
     """
     next_states = np.empty((len(indices), 2, *start.shape), dtype=np.float32)
     running = start
