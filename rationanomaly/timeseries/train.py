@@ -554,6 +554,9 @@ class Trainer:
             self.state.episode = number + 1
             if self.state.episode % self.settings.checkpoint_every == 0 and self.state.episode < self.settings.episodes:
                 self.save_checkpoint()
+                logger.info("episode %d/%d: lambda %.3f, replay %d, true labels %d, pseudo %d", self.state.episode,
+                            self.settings.episodes, self.state.lam, self.replay.size, self.state.true_labels,
+                            self.state.pseudo_labels)  # fmt: skip
         self.timing["episodes_s"] = time.perf_counter() - episodes_started
         validation_started = time.perf_counter()
         results = self.validate()
