@@ -15,15 +15,25 @@ from rationanomaly.timeseries.reward import YAHOO_REWARD  # noqa: E402
 N = 3
 
 
-def make_env(length: int = 8) -> SeriesEnv:
+def make_env(length: int = 8, action_flags: bool = True) -> SeriesEnv:
     scaled = np.linspace(0, 1, length, dtype=np.float32)[:, None]
     labels = np.zeros(length, dtype=np.int8)
     labels[5] = 1
-    return SeriesEnv(scaled, labels, YAHOO_REWARD, N)
+    return SeriesEnv(scaled, labels, YAHOO_REWARD, N, action_flags)
 
 
-def test_gymnasium_env_checker_accepts_the_environment():
-    check_env(make_env(), skip_render_check=True)
+@pytest.mark.parametrize("action_flags", [True, False])
+def test_gymnasium_env_checker_accepts_the_environment(action_flags):
+    check_env(make_env(action_flags=action_flags), skip_render_check=True)
+
+
+def test_without_action_flags_the_flag_channel_stays_zero():
+    env = make_env(action_flags=False)
+    observation, _ = env.reset()
+    for action in (1, 1, 0):
+        assert not observation[:, 1].any()
+        observation, *_ = env.step(action)
+    assert not observation[:, 1].any()
 
 
 def test_step_rewards_the_true_label_and_flags_the_previous_action():
