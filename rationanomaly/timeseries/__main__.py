@@ -2,7 +2,7 @@
 
 Two commands. `synth` writes seeded synthetic series in the Yahoo CSV or SMD txt layout (defaults: the
 A1 / SMD statistics). `train` runs the dynamic-reward agent (VAE + LSTM-DQN + active learning) on a
-dataset folder and writes report.json, training.png, validation.png and timing.json, e.g.
+dataset folder and writes report.json, training.png, validation.png and timing.json.
 
     python -m rationanomaly.timeseries train --data runs/timeseries/a1 --layout yahoo \\
         --mode reference --output_dir runs/timeseries/a1_reference
