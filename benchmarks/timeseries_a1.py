@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     rows, summary = [], {"data": str(data), "seeds": args.seeds, "wall_s": wall, "runs": len(commands),
                          "load_before": load_before, "load_after": os.getloadavg(), "modes": {}}  # fmt: skip
+    earlier = out / "summary.json"
+    if not commands and earlier.is_file():  # nothing ran now: keep the wall time and load of the run that did
+        summary.update({k: json.loads(earlier.read_text())[k] for k in ("wall_s", "runs", "load_before", "load_after")})
+        wall, load_before = summary["wall_s"], summary["load_before"]
     for mode in MODES:
         reports = [json.loads((out / f"{mode}_seed{seed}" / "report.json").read_text()) for seed in args.seeds]
         means = {m: [r["validation"]["mean"][m] for r in reports] for m in METRICS}
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, precision, recall, f1 in REPOSITORY_A1:
         print(f"{'repo A1 ' + name:<34} {precision:>15.3f} {recall:>15.3f} {f1:>15.3f} {'-':>15} {'-':>15}")
     print(
-        f"{len(commands)} runs in {wall / 60:.1f} min wall ({args.jobs} side by side); load average "
+        f"{summary['runs']} runs in {wall / 60:.1f} min wall ({args.jobs} side by side); load average "
         f"{load_before[0]:.1f} before, {summary['load_after'][0]:.1f} after; data {data}"
     )
     cpu = [s for mode in MODES for s in summary["modes"][mode]["cpu_s"] if s is not None]
