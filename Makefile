@@ -7,7 +7,7 @@ UV_VERSION ?= 0.13.9
 UV := $(BIN)/uv pip install --python $(BIN)/python --quiet
 # The CPU training stack: verl 0.9.1 with vLLM's CPU build and the GPU stack's torch/transformers versions
 # (install/requirements-cpu.txt says how); then the package with its test tools and optional parts.
-EXTRAS ?= test,stream
+EXTRAS ?= test,stream,timeseries
 
 .PHONY: demo test lint format install clean
 
@@ -62,3 +62,16 @@ install-stream: $(STAMP)  # the stream service is part of `make install`; kept f
 
 demo-stream: $(STAMP)
 	$(BIN)/python -m rationanomaly.stream.demo --out runs/demo-stream
+
+# Time series (rationanomaly.timeseries): the synthetic smoke run of both modes (~1 min on 2 CPU cores).
+TS_SMOKE := runs/timeseries/smoke
+.PHONY: demo-timeseries
+demo-timeseries: $(STAMP)
+	$(BIN)/python -m rationanomaly.timeseries synth --layout yahoo --output_dir $(TS_SMOKE)/data \
+	  --series 20 --seed 0 --min_length 300 --max_length 400 --anomaly_rate 0.03
+	for mode in reference fixed; do \
+	  $(BIN)/python -m rationanomaly.timeseries train --data $(TS_SMOKE)/data --layout yahoo --mode $$mode \
+	    --output_dir $(TS_SMOKE)/$$mode --episodes 30 --updates_per_episode 40 --learning_rate 0.003 \
+	    --batch_size 64 --al_budget 30 --lp_budget 20 --vae_epochs 5 --vae_batch_size 256 --replay_init 200 \
+	    --seed 0 || exit 1; \
+	done

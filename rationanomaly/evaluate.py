@@ -178,6 +178,56 @@ def binary_metrics(truth: Sequence[str], predicted: Sequence[str]) -> BinaryMetr
     )
 
 
+def flag_labels(flags: Iterable[int | bool]) -> list[str]:
+    """0/1 flags (time-series points, windows) as NORMAL/ABNORMAL labels, so they score like text labels."""
+    return [ABNORMAL if flag else NORMAL for flag in flags]
+
+
+def point_adjust(truth: Sequence[int], predicted: Sequence[int]) -> list[int]:
+    """Point-adjusted predictions: a true anomalous segment counts as found in full once any point of it is flagged.
+
+    The protocol of Xu et al. (WWW 2018, Donut) used by most time-series anomaly benchmarks (SMD, WaDi): an
+    operator alerted anywhere inside an incident sees the whole incident. Points outside true segments keep
+    their prediction, so false alarms still cost precision.
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
+    adjusted = [int(bool(p)) for p in predicted]
+    start = None
+    for index, flag in enumerate([*truth, 0]):
+        if flag and start is None:
+            start = index
+        elif not flag and start is not None:
+            if any(adjusted[start:index]):
+                adjusted[start:index] = [1] * (index - start)
+            start = None
+    return adjusted
+
+
+def average_precision(truth: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the precision-recall curve as a step sum, sum_k (R_k - R_k-1) * P_k (scikit-learn's AP).
+
+    Thresholds are the distinct scores, highest first; tied scores enter together. Without any true
+    anomaly the curve is undefined: 0.0 (scikit-learn warns and returns 0 as well).
+    """
+    if len(truth) != len(scores):
+        raise ValueError(f"{len(truth)} labels but {len(scores)} scores")
+    positives = sum(bool(t) for t in truth)
+    if not positives:
+        return 0.0
+    ranked = sorted(zip(scores, truth, strict=True), key=lambda pair: -pair[0])
+    area, tp, seen, recall_before = 0.0, 0, 0, 0.0
+    for index, (score, flag) in enumerate(ranked):
+        tp += bool(flag)
+        seen += 1
+        if index + 1 < len(ranked) and ranked[index + 1][0] == score:
+            continue
+        recall = tp / positives
+        area += (recall - recall_before) * tp / seen
+        recall_before = recall
+    return area
+
+
 def confusion(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, dict[str, int]]:
     """Counts by true label (normal, abnormal) and predicted class (normal, abnormal, unknown)."""
     pairs = Counter(zip(truth, predicted, strict=True))
