@@ -27,6 +27,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m rationanomaly.demo --out runs/demo
+	$(MAKE) --no-print-directory demo-timeseries
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
