@@ -283,7 +283,10 @@ grpo_overrides() {  # $1: the model GRPO starts from
     if (( NNODES > 1 )); then  # a cluster started by `ray start` does not see this shell's environment
         local name
         for name in WANDB_MODE WANDB_DIR TOKENIZERS_PARALLELISM VERL_USE_EXTERNAL_MODULES; do
-            if [[ -n "${!name-}" ]]; then overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=${!name}"); fi
+            # a comma would make Hydra read a list: quote such a value (VERL_USE_EXTERNAL_MODULES=a,b)
+            local value=${!name-}
+            if [[ "$value" == *,* ]]; then value="'$value'"; fi
+            if [[ -n "$value" ]]; then overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=$value"); fi
         done
         overrides+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$GRPO_METRICS")
     fi

@@ -90,3 +90,32 @@ def test_the_trainer_is_registered_through_verl_and_runs_as_the_stock_sync_mode(
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "True True sync"
+
+
+def test_launcher_selects_the_trainer_and_hands_the_plugin_list_to_a_ray_cluster(tmp_path):
+    """GRPO gets trainer_mode=rationanomaly_sync; several nodes get the plugin list as one (quoted) string."""
+    from rationanomaly.train.preflight import compose_config
+    from rationanomaly.train.tiny_run import as_dict, module_of, overrides_of, recorded_calls
+
+    knobs = {"NNODES": "2", "ATTN_IMPL": "sdpa", "VERL_USE_EXTERNAL_MODULES": "my_plugin"}
+    result, calls = recorded_calls(knobs, tmp_path)
+    assert result.returncode == 0, result.stderr
+    grpo = next(argv for argv, _ in calls if module_of(argv) == "verl.trainer.main_ppo")
+    overrides = overrides_of(grpo)
+    assert as_dict(overrides)["trainer.v1.trainer_mode"] == "rationanomaly_sync"
+    key = "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
+    handed = [o for o in overrides if o.startswith(key + "=")]
+    assert handed == [f"{key}='my_plugin,rationanomaly.train.step_metrics'"]
+    config = compose_config("grpo", handed)
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == (
+        "my_plugin,rationanomaly.train.step_metrics"
+    )
+
+
+def test_metrics_plugin_can_be_turned_off(tmp_path):
+    from rationanomaly.train.tiny_run import module_of, overrides_of, recorded_calls
+
+    result, calls = recorded_calls({"ATTN_IMPL": "sdpa", "REWARD_COMPONENT_METRICS": "false"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    grpo = next(argv for argv, _ in calls if module_of(argv) == "verl.trainer.main_ppo")
+    assert not any(o.startswith("trainer.v1.trainer_mode") for o in overrides_of(grpo))
