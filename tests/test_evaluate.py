@@ -304,7 +304,9 @@ def test_model_evaluate_reference_form_reads_the_catalogue(tmp_path, capsys):
     shown = capsys.readouterr().out
     # the paper's BGL template row beside ours
     assert "| RationAnomaly | 0.887 | 0.898 | 0.881 | the paper's: 8,000 entries | paper, Table 2 |" in shown
-    assert "| ours | 1.000 | 1.000 | 1.000 | ours |" in shown
+    # our rows name the test set they were measured on, and its size
+    assert "| ours | 1.000 | 1.000 | 1.000 | BGL.json: 2 entries (1 abnormal) | ours |" in shown
+    assert "| ours | 1.000 | 1.000 | 1.000 | BGL_sessions.json: 1 sessions (1 abnormal) | ours |" in shown
 
 
 def test_model_evaluate_explicit_form_without_predictions_says_what_to_pass(tmp_path, capsys):
