@@ -270,7 +270,16 @@ def prediction_steps(out: Path, testset: Path, sessions: Path, model: Path) -> l
     trained = ["--model", str(model), "--mode", "cot", "--max_new_tokens", CPU_TRAINING_KNOBS["MAX_RESPONSE_LENGTH"]]
     methods = {
         "grpo": [*trained, "--backend", "transformers"],
-        "grpo-vllm": [*trained, "--backend", "vllm", "--max_model_len", "1024", "--dtype", "float32"],
+        "grpo-vllm": [
+            *trained,
+            "--backend",
+            "vllm",
+            "--max_model_len",
+            "1024",
+            "--dtype",
+            "float32",
+            "--enforce_eager",
+        ],
         "rules": ["--backend", "rules"],
     }
     levels = {

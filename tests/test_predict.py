@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import socket
 import sys
 import threading
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -302,6 +304,60 @@ def test_openai_backend_fails_fast_on_an_unreachable_server(monkeypatch):
         port = probe.getsockname()[1]  # closed again before the request: nothing listens there
     with pytest.raises(EndpointError, match=f"cannot reach http://127.0.0.1:{port}/v1/models .*start the server"):
         make_backend("openai", "tiny", SamplingConfig(), base_url=f"http://127.0.0.1:{port}/v1")
+
+
+class RecordingLLM:
+    """Stands in for `vllm.LLM`: records the engine arguments and the environment it was built in."""
+
+    built: list[dict] = []
+
+    def __init__(self, **engine_args):
+        self.built.append({"args": engine_args, "multiprocessing": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")})
+
+    def get_tokenizer(self):
+        return None
+
+
+def _recording_vllm(monkeypatch, cuda: bool) -> list[dict]:
+    """A `vllm` module whose LLM records how it was built; CUDA present or not."""
+    RecordingLLM.built = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=RecordingLLM))
+    monkeypatch.setattr("rationanomaly.predict.backends.cuda_available", lambda: cuda)
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
+        monkeypatch.delenv(name, raising=False)
+    return RecordingLLM.built
+
+
+def test_vllm_on_a_cpu_runs_the_engine_in_process_and_eager_when_asked(monkeypatch, tmp_path):
+    built = _recording_vllm(monkeypatch, cuda=False)
+    make_backend("vllm", tmp_path, SHORT, enforce_eager=True)
+    make_backend("vllm", tmp_path, SHORT)
+    assert [b["args"]["enforce_eager"] for b in built] == [True, False]
+    assert [b["multiprocessing"] for b in built] == ["0", "0"]
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_vllm_keeps_its_engine_process_on_a_gpu_and_a_users_choice_on_a_cpu(monkeypatch, tmp_path):
+    built = _recording_vllm(monkeypatch, cuda=True)
+    make_backend("vllm", tmp_path, SHORT)
+    monkeypatch.setattr("rationanomaly.predict.backends.cuda_available", lambda: False)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    make_backend("vllm", tmp_path, SHORT)
+    assert [b["multiprocessing"] for b in built] == [None, "1"]
+    assert built[0]["args"]["enforce_eager"] is False
+
+
+def test_model_predict_passes_enforce_eager_to_the_vllm_engine(monkeypatch, tmp_path):
+    built = _recording_vllm(monkeypatch, cuda=False)
+    write_samples(tmp_path / "test.json", [Sample("", "kernel panic", "abnormal")])
+    monkeypatch.setattr(
+        "rationanomaly.predict.backends.VLLMBackend.generate", lambda self, requests: ["x"] * len(requests)
+    )
+    main = runpy.run_path(str(REPO_ROOT / "validation" / "model_predict.py"))["main"]
+    args = ["--backend", "vllm", "--model", str(tmp_path), "--testset", str(tmp_path / "test.json")]
+    assert main([*args, "--output", str(tmp_path / "eager.json"), "--enforce_eager"]) == 0
+    assert main([*args, "--output", str(tmp_path / "compiled.json")]) == 0
+    assert [b["args"]["enforce_eager"] for b in built] == [True, False]
 
 
 @pytest.mark.gpu

@@ -92,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--trust_remote_code", "--trust-remote-code", action="store_true", help="vllm: run the model folder's own code"
     )
     parser.add_argument(
+        "--enforce_eager",
+        "--enforce-eager",
+        action="store_true",
+        help="vllm: no torch.compile, no CUDA graphs (starts sooner, generates slower: for small test sets)",
+    )
+    parser.add_argument(
         "--dtype", choices=("auto", "bfloat16", "float16", "float32"), help="model weights' dtype (default auto)"
     )
     parser.add_argument("--device", help="transformers: cpu or cuda (default: cuda when available)")
@@ -138,6 +144,7 @@ def predict(args: argparse.Namespace) -> int:
         tensor_parallel_size=args.tensor_parallel_size,
         gpu_memory_utilization=args.gpu_memory_utilization,
         trust_remote_code=args.trust_remote_code,
+        enforce_eager=args.enforce_eager,
         dtype=args.dtype,
         device=args.device,
         base_url=args.base_url,
