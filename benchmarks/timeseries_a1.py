@@ -47,6 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def finished_as_asked(report_path: Path, data: Path, args: argparse.Namespace) -> bool:
+    """True when this run's report exists and was made from the same data and budget; such a run is not redone.
+
+    A report from other data or settings in the same folder (a synthetic run, then `--data A1Benchmark`) would
+    otherwise be printed under the new data's name; the benchmark stops instead of mixing them.
+    """
+    if not report_path.is_file():
+        return False
+    report = json.loads(report_path.read_text())
+    asked = {"data": str(data.resolve()), "episodes": args.episodes, "vae_epochs": args.vae_epochs,
+             "vae_batch_size": args.vae_batch_size}  # fmt: skip
+    found = {"data": str(Path(report["data"]).resolve()), "episodes": report["settings"]["episodes"],
+             "vae_epochs": report["settings"]["vae"]["epochs"],
+             "vae_batch_size": report["settings"]["vae"]["batch_size"]}  # fmt: skip
+    if found != asked:
+        differ = ", ".join(f"{key} {found[key]} (asked {asked[key]})" for key in asked if found[key] != asked[key])
+        raise SystemExit(f"error: {report_path} was made with {differ}; pass another --output_dir")
+    return True
+
+
 def run_all(commands: list[tuple[Path, list[str]]], jobs: int) -> None:
     """Run the commands, at most `jobs` at a time; a failed run stops the benchmark with its log's tail."""
     pending, running = list(commands), []
@@ -87,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for mode in MODES:
             folder = out / f"{mode}_seed{seed}"
-            if not (folder / "report.json").is_file():
+            if not finished_as_asked(folder / "report.json", data, args):
                 commands.append((folder, [*python, "train", "--data", str(data), "--layout", "yahoo", "--mode", mode,
                                           "--output_dir", str(folder), "--seed", str(seed), "--episodes",
                                           str(args.episodes), "--vae_epochs", str(args.vae_epochs),

@@ -20,8 +20,15 @@ from collections.abc import Callable
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+
+class UserError(RuntimeError):
+    """A failure the user can fix that is not about a value or a path: an endpoint that refuses, a backend that
+    is not installed, a teacher that cannot answer. Plain RuntimeErrors stay unexpected: a CUDA out-of-memory or
+    a vLLM engine that fails to start is one, and needs its traceback (`--debug`) and exit 1, not a refusal."""
+
+
 # Errors that describe the input, a path or the environment (the user can fix them), not a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError, ImportError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, UserError)
 
 _HINTS = {
     errno.ENOENT: "no such file or folder; check the path",
@@ -34,7 +41,7 @@ _HINTS = {
 }
 
 
-class IncompleteRun(RuntimeError):
+class IncompleteRun(UserError):
     """The command ran and wrote what it could, but something requested could not be produced (exit 1)."""
 
 

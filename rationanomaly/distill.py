@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from rationanomaly.cli import UserError
 from rationanomaly.labels import INSTRUCTION, normalize_label
 from rationanomaly.predict.openai_backend import EndpointError, probe_endpoint
 from rationanomaly.rationales import Rationale, check_rationale
@@ -48,7 +49,7 @@ DISTILL_SYSTEM_PROMPT = (
 )
 
 
-class DistillError(RuntimeError):
+class DistillError(UserError):
     """A request that cannot succeed by retrying (wrong URL or model name, authentication, another 4xx)."""
 
 

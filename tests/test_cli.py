@@ -23,6 +23,7 @@ from rationanomaly.cli import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
+    UserError,
     fraction,
     non_empty,
     non_negative_int,
@@ -248,6 +249,12 @@ def test_a_real_process_prints_one_line_and_exits_2(script, tmp_path):
             "error: /x/y: permission denied; fix its permissions or choose another path",
         ),
         (KeyboardInterrupt(), EXIT_INTERRUPTED, "error: interrupted; finished outputs are kept, rerun to continue"),
+        (UserError("endpoint refused"), EXIT_REFUSED, "error: endpoint refused"),
+        (  # a CUDA out-of-memory or a failed engine start is not the user's input: exit 1 and the --debug hint
+            RuntimeError("CUDA out of memory"),
+            EXIT_INCOMPLETE,
+            "error: unexpected RuntimeError: CUDA out of memory (rerun with --debug for the traceback)",
+        ),
     ],
 )
 def test_run_command_turns_any_error_into_one_line_and_an_exit_code(raised, code, line, capsys):

@@ -318,11 +318,17 @@ class RecordingLLM:
         return None
 
 
+def _vllm_platform(monkeypatch, cpu: bool) -> None:
+    """What `vllm.platforms.current_platform.is_cpu()` answers."""
+    platform = types.SimpleNamespace(is_cpu=lambda: cpu)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", types.SimpleNamespace(current_platform=platform))
+
+
 def _recording_vllm(monkeypatch, cuda: bool) -> list[dict]:
     """A `vllm` module whose LLM records how it was built; CUDA present or not."""
     RecordingLLM.built = []
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=RecordingLLM))
-    monkeypatch.setattr("rationanomaly.predict.backends.cuda_available", lambda: cuda)
+    _vllm_platform(monkeypatch, cpu=not cuda)
     for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
         monkeypatch.delenv(name, raising=False)
     return RecordingLLM.built
@@ -340,7 +346,7 @@ def test_vllm_on_a_cpu_runs_the_engine_in_process_and_eager_when_asked(monkeypat
 def test_vllm_keeps_its_engine_process_on_a_gpu_and_a_users_choice_on_a_cpu(monkeypatch, tmp_path):
     built = _recording_vllm(monkeypatch, cuda=True)
     make_backend("vllm", tmp_path, SHORT)
-    monkeypatch.setattr("rationanomaly.predict.backends.cuda_available", lambda: False)
+    _vllm_platform(monkeypatch, cpu=True)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     make_backend("vllm", tmp_path, SHORT)
     assert [b["multiprocessing"] for b in built] == [None, "1"]
@@ -509,12 +515,13 @@ def test_model_predict_reference_form_says_where_a_missing_test_set_comes_from(t
 # ---- resume only with the same settings; numbers that mean something --------------------------------------
 
 
-def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, snapshot):
+def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, snapshot, tiny_llama_dir):
     write_samples(tmp_path / "t.json", SAMPLES)
-    argv = ["--backend", "rules", "--testset", str(tmp_path / "t.json"), "--output", str(tmp_path / "p.json")]
+    model = ["--backend", "transformers", "--model", str(tiny_llama_dir), "--device", "cpu", "--max_new_tokens", "4"]
+    argv = [*model, "--testset", str(tmp_path / "t.json"), "--output", str(tmp_path / "p.json")]
     assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0
     records = json.loads((tmp_path / "p.json").read_text())
-    (tmp_path / "p.json").write_text(json.dumps(records[:3]))  # as if interrupted after 3 items
+    (tmp_path / "p.json").write_text(json.dumps(records[:2]))  # as if interrupted after the first batch
     before = snapshot(tmp_path)
     result = cli("validation/model_predict.py", [*argv, "--batch_size", "3"])
     assert result.code == 2 and result.errors == [
@@ -523,6 +530,27 @@ def test_model_predict_refuses_to_resume_with_another_batch_size(tmp_path, cli, 
     ]
     assert snapshot(tmp_path) == before
     assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0  # same settings: resumes
+    assert json.loads((tmp_path / "p.json").read_text()) == records
+
+
+def test_model_predict_resumes_with_another_batch_size_where_answers_do_not_depend_on_it(tmp_path, cli):
+    # rules (like vllm and openai, seeded per item) gives the same answers whatever the batch size
+    write_samples(tmp_path / "t.json", SAMPLES)
+    argv = ["--backend", "rules", "--testset", str(tmp_path / "t.json"), "--output", str(tmp_path / "p.json")]
+    assert cli("validation/model_predict.py", [*argv, "--batch_size", "2"]).code == 0
+    records = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps(records[:3]))
+    assert cli("validation/model_predict.py", [*argv, "--batch_size", "3"]).code == 0
+    assert json.loads((tmp_path / "p.json").read_text()) == records
+
+
+def test_model_predict_reads_no_dtype_as_auto_when_resuming(tmp_path, cli):
+    write_samples(tmp_path / "t.json", SAMPLES)
+    argv = ["--backend", "rules", "--testset", str(tmp_path / "t.json"), "--output", str(tmp_path / "p.json")]
+    assert cli("validation/model_predict.py", argv).code == 0
+    records = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps(records[:3]))
+    assert cli("validation/model_predict.py", [*argv, "--dtype", "auto"]).code == 0
     assert json.loads((tmp_path / "p.json").read_text()) == records
 
 

@@ -214,3 +214,23 @@ def test_smoke_run_beats_predict_all_normal_in_both_modes(tmp_path, capsys):
         assert len(report["lambda"]) == len(report["returns"]) == 30
     summary = capsys.readouterr().out
     assert "reference on 2 validation series" in summary and "fixed on 2 validation series" in summary
+
+
+def test_a1_benchmark_reuses_a_finished_run_only_when_data_and_budget_match(tmp_path):
+    import argparse
+    import runpy
+
+    finished_as_asked = runpy.run_path(str(REPO_ROOT / "benchmarks" / "timeseries_a1.py"))["finished_as_asked"]
+    report = tmp_path / "fixed_seed0" / "report.json"
+    asked = argparse.Namespace(episodes=300, vae_epochs=20, vae_batch_size=256)
+    assert not finished_as_asked(report, tmp_path / "data", asked)  # not run yet
+    report.parent.mkdir()
+    settings = {"episodes": 300, "vae": {"epochs": 20, "batch_size": 256}}
+    report.write_text(json.dumps({"data": str(tmp_path / "data"), "settings": settings}))
+    assert finished_as_asked(report, tmp_path / "data", asked)
+    with pytest.raises(SystemExit, match=r"made with data .*synthetic.* \(asked .*A1Benchmark\)"):
+        report.write_text(json.dumps({"data": str(tmp_path / "synthetic"), "settings": settings}))
+        finished_as_asked(report, tmp_path / "A1Benchmark", asked)
+    with pytest.raises(SystemExit, match=r"made with episodes 300 \(asked 10\); pass another --output_dir"):
+        finished_as_asked(report, tmp_path / "synthetic", argparse.Namespace(episodes=10, vae_epochs=20,
+                                                                             vae_batch_size=256))  # fmt: skip

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from rationanomaly.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 # Reference validation/model_predict.py (DESIGN.md: "Inference for evaluation").
@@ -30,7 +32,7 @@ BACKENDS = ("auto", "vllm", "transformers", "openai", "rules")
 DEFAULT_BATCH_SIZE = {"vllm": 256, "transformers": 8, "openai": 8, "rules": 256}
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError):
     """A backend whose library is not installed (the message says what to install)."""
 
 
@@ -68,6 +70,13 @@ def import_optional(module: str, install_hint: str) -> Any:
         return importlib.import_module(module)
     except ImportError as error:
         raise BackendUnavailable(f"the {module!r} package is not installed ({error}); {install_hint}") from error
+
+
+def vllm_runs_on_cpu() -> bool:
+    """vLLM's own answer to "is this the CPU build on a CPU", not torch's CUDA check (an XPU or TPU node has no
+    CUDA either). vLLM reads its environment variables when it builds an engine, so setting them after this
+    import still takes effect."""
+    return importlib.import_module("vllm.platforms").current_platform.is_cpu()
 
 
 def cuda_available() -> bool:
@@ -183,16 +192,16 @@ class VLLMBackend:
     ):
         # Reference: forked tensor-parallel workers break once CUDA is initialised in the parent; spawn is safe.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        if not cuda_available():
+        vllm = import_optional(
+            "vllm", "install the GPU stack with `pip install -r requirements.txt` or pick --backend transformers"
+        )
+        if vllm_runs_on_cpu():
             # vLLM's CPU build reserves gpu_memory_utilization x RAM (0.9 by default) and refuses to start when
             # that much is not free; a fixed KV cache (GiB) sidesteps the check and suits a small CPU model.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             # One CPU process, no GPU to keep busy: running the engine core in this process saves starting two
             # more Python processes (engine core and worker, each re-importing torch and vLLM: ~26 s on 2 cores).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        vllm = import_optional(
-            "vllm", "install the GPU stack with `pip install -r requirements.txt` or pick --backend transformers"
-        )
         self.vllm = vllm
         self.sampling = sampling
         self.llm = vllm.LLM(

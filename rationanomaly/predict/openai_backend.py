@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from rationanomaly.cli import UserError
 from rationanomaly.predict.backends import Request, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # transient: overloa
 BACKOFF_SECONDS = 1.0
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UserError):
     """The endpoint answered with an error or with a body that is not a chat completion."""
 
 

@@ -84,13 +84,21 @@ def load_resumable(path: Path, samples: Sequence[Sample]) -> list[dict]:
 
 
 # Settings that change the answers: a resumed file made with other values would mix two runs. The batch size
-# is one of them: the transformers backend seeds each batch and pads it to its longest prompt, so 258 of 354
-# answers differed between --batch_size 8 and 16.
+# is one of them for transformers only: that backend seeds each batch and pads it to its longest prompt, so 258 of
+# 354 answers differed between --batch_size 8 and 16; vllm and openai seed every item by its position.
 RESUME_KEYS = ("model", "backend", "system_prompt", "sampling", "batch_size", "dtype")
+BATCH_DEPENDENT_BACKENDS = ("transformers",)
+
+
+def _setting(meta: dict, key: str) -> object:
+    """A run setting as compared on resume: no --dtype is --dtype auto (the model's own dtype)."""
+    value = meta.get(key)
+    return (value or "auto") if key == "dtype" else value
 
 
 def check_resume_settings(meta_path: Path, meta: dict) -> None:
-    """Stop when the saved predictions were made with another model, backend, prompt, sampling, batch size or dtype.
+    """Stop when the saved predictions were made with another model, backend, prompt, sampling or dtype, or (for
+    the transformers backend, whose answers depend on it) another batch size.
 
     The default output name holds only the test set and the model, so `-c cot` after `-c log` (or a
     new --seed, --temperature or --batch_size) would otherwise continue, or silently accept, the other run's
@@ -105,7 +113,8 @@ def check_resume_settings(meta_path: Path, meta: dict) -> None:
             f"{meta_path}: unreadable run settings ({error}); delete it and the prediction file "
             "to start over, or pass another --output"
         ) from error
-    changed = [key for key in RESUME_KEYS if key in saved and saved[key] != meta.get(key)]
+    keys = [key for key in RESUME_KEYS if key != "batch_size" or meta.get("backend") in BATCH_DEPENDENT_BACKENDS]
+    changed = [key for key in keys if key in saved and _setting(saved, key) != _setting(meta, key)]
     if changed:
         output = meta_path.name.removesuffix(".meta.json")
         raise ValueError(

@@ -701,8 +701,9 @@ def write_plots(folder: Path, episodes: list[dict], results: list[dict], max_ser
 def train(dataset: Dataset, settings: Settings, output_dir: str | Path, progress: bool = False) -> dict:
     """Train and validate one run on one torch thread; returns the report also written to output_dir/report.json.
 
-    One thread makes a seed give the same report on any machine (the float reduction order does not
-    depend on the core count) and is also the faster choice for these small networks on a shared CPU:
+    One thread makes a seed give the same report on a machine whatever its core count or load (the float
+    reduction order no longer depends on them; another CPU's vector kernels may still change the last digits)
+    and is also the faster choice for these small networks on a shared CPU:
     run seeds side by side instead.
     """
     import torch
