@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rationanomaly.cli import make_parser, run_command
+from rationanomaly.io import check_outputs
 from rationanomaly.parsing import HEADERS, structure_log
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = make_parser(__doc__.split("\n\n")[1])
     parser.add_argument("--input", type=Path, required=True, help="raw log, one line per event")
     parser.add_argument(
         "--layout",
@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: run(args), args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Structure the log (the raw log is never the output: it would be replaced by the CSV) and print the counts."""
+    check_outputs([args.output], [args.input])
     summary = structure_log(args.input, args.output, args.layout)
     print(f"{summary.lines} lines ({summary.alerts} alerts), {summary.templates} templates -> {summary.output}")
     return 0

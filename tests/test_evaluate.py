@@ -357,6 +357,16 @@ def test_model_evaluate_partial_is_allowed_on_request_and_says_so(tmp_path, cli)
     assert (written["template"]["tp"], written["template"]["total"]) == (3, 3)
 
 
+def test_model_evaluate_lists_the_results_table_only_when_it_wrote_one(tmp_path, cli):
+    table = tmp_path / "table.md"
+    result = cli("validation/model_evaluate.py", [*_coverage_files(tmp_path, TEN), "--results_table", str(table)])
+    assert result.code == 0 and not table.exists()  # no --dataset: no paper row, no table
+    assert "wrote: " in result.out and str(table) not in result.out
+    result = cli("validation/model_evaluate.py", [*_coverage_files(tmp_path, TEN), "--results_table", str(table),
+                                                  "--dataset", "BGL"])  # fmt: skip
+    assert result.code == 0 and table.exists() and str(table) in result.out.split("wrote: ")[1]
+
+
 def test_a_test_set_listing_an_item_twice_takes_two_predictions_of_it():
     testset = _samples([("a", "normal"), ("a", "normal"), ("b", "abnormal")])
     result = evaluate(_predictions([("a", "normal"), ("b", "abnormal"), ("a", "normal")]), testset)

@@ -173,3 +173,14 @@ def test_cli_writes_the_csv_and_refuses_a_missing_input_with_one_line(tmp_path):
     )
     assert missing.returncode == 2 and "BGL.log does not exist" in missing.stderr.splitlines()[-1]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_refuses_to_write_the_csv_over_the_raw_log(tmp_path, cli, snapshot):
+    raw = tmp_path / "BGL.log"
+    raw.write_bytes((SAMPLE_DATA_DIR / "bgl_raw.log").read_bytes())
+    before = snapshot(tmp_path)
+    result = cli("datasets/log_parser.py", ["--input", str(raw), "--output", str(raw)])
+    assert result.code == 2 and result.errors == [
+        f"error: output {raw} is the input {raw}; writing it would replace the input: choose another output path"
+    ]
+    assert snapshot(tmp_path) == before  # the raw log is untouched

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_files(
             **paths, missing=args.missing, match=args.match, partial=args.partial, method=args.method
         )
-        report(args, dataset, result, paths)
-    written = [p for p in outputs if p]
+        wrote_table = report(args, dataset, result, paths)
+    written = [p for p in outputs[:3] if p] + ([args.results_table] if wrote_table else [])
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -127,8 +127,11 @@ def test_set_label(paths: dict, level: str, block: dict) -> str:
     return f"{Path(source).name}: {block['total']} {unit} ({block['support']} abnormal)"
 
 
-def report(args: argparse.Namespace, dataset: str | None, result: Evaluation, paths: dict) -> None:
-    """Print the table, the unknowns and the paper's rows; stage the comparison table when asked for."""
+def report(args: argparse.Namespace, dataset: str | None, result: Evaluation, paths: dict) -> bool:
+    """Print the table, the unknowns and the paper's rows; stage the comparison table when asked for.
+
+    Returns whether the comparison table was written: without a known dataset there is no paper row to compare.
+    """
     print(format_table(result))
     print(f"unknown (not binarisable, counted as not abnormal): {len(result.unknowns)}")
     for item in result.unknowns[:SHOWN_UNKNOWNS]:
@@ -150,6 +153,8 @@ def report(args: argparse.Namespace, dataset: str | None, result: Evaluation, pa
     print("\n".join(tables))
     if args.results_table is not None and tables:
         write_text_atomic(args.results_table, "\n".join(tables))
+        return True
+    return False
 
 
 if __name__ == "__main__":
