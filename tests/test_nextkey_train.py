@@ -16,7 +16,7 @@ import torch
 from rationanomaly.nextkey.compare import compare
 from rationanomaly.nextkey.detect import mask_logits, next_logits
 from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, read_sequences, write_sequences
-from rationanomaly.nextkey.models import GPT_NEO, ModelShape
+from rationanomaly.nextkey.models import GPT_NEO, ModelShape, SequenceTooLongError
 from rationanomaly.nextkey.reward import plackett_luce_log_prob
 from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import (
@@ -119,6 +119,23 @@ def test_one_ppo_step_on_a_tiny_gpt_neo_is_finite_and_favours_rewarded_lists(syn
         gained = plackett_luce_log_prob(logits, rollout.lists) - rollout.old_log_probs
     # the surrogate started at 0 (ratios 1, advantages summing to 0 per position); the update raised it
     assert (gained.exp() * rollout.advantages).mean().item() > 0
+
+
+@pytest.mark.parametrize("where", ["train", "validation"])
+def test_training_refuses_a_sequence_longer_than_the_model_before_any_forward_pass(tmp_path, monkeypatch, where):
+    files = {"train": [(1, 2, 3)] * 8, "validation": [(1, 2, 3)] * 2}
+    files[where] = [*files[where], tuple([1, 2, 3] * 21)]  # 63 keys: 65 tokens framed, the model has 64
+    for name, rows in files.items():
+        write_sequences(tmp_path / name, rows)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran")
+
+    monkeypatch.setattr("rationanomaly.nextkey.train.next_logits", no_forward)
+    config = TrainConfig(shape=TINY, pretrain_epochs=1, top_k=2)
+    message = rf"{tmp_path / where}: sequence {len(files[where])} holds 63 keys.*n_positions=64, so at most 62"
+    with pytest.raises(SequenceTooLongError, match=message):
+        train(tmp_path / "train", tmp_path / "out", config, validation_path=tmp_path / "validation", progress=False)
 
 
 def _metrics_without_timing(folder: Path) -> list[dict]:

@@ -27,7 +27,9 @@ from rationanomaly.nextkey.keys import PAD_ID, UNK_ID, KeyVocabulary, read_seque
 from rationanomaly.nextkey.models import (
     NGRAM,
     ModelFolderError,
+    check_lengths,
     load_model,
+    model_positions,
     read_meta,
     set_cpu_threads,
     vocabulary_of,
@@ -103,10 +105,13 @@ def model_worst_ranks(
     sequences: Sequence[Sequence[int]],
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
+    source: str | Path = "sequences",
 ) -> list[int]:
-    """Worst rank of every sequence under a causal LM (0 when a sequence has no scored position)."""
+    """Worst rank of every sequence under a causal LM (0 when a sequence has no scored position); a sequence too
+    long for the model is refused before any forward pass, naming `source`."""
     from tqdm import tqdm
 
+    check_lengths(sequences, vocab, model_positions(model), source)
     device = next(model.parameters()).device
     candidates, unseen = candidate_mask(vocab, device), unseen_rank(vocab)
     encoded = vocab.encode_all(sequences)
@@ -158,7 +163,7 @@ def evaluate_worst_ranks(
     }
 
 
-WorstRanks = Callable[[Sequence[Sequence[int]]], list[int]]
+WorstRanks = Callable[..., list[int]]  # (sequences, source=path naming them in errors) -> worst ranks
 
 
 def load_detector(
@@ -212,7 +217,7 @@ def evaluate_detector(
             "candidates; at K = all of them only keys never seen in training are flagged)"
         )
     started = time.perf_counter()
-    normal_worst, abnormal_worst = score(normal), score(abnormal)
+    normal_worst, abnormal_worst = score(normal, source=normal_path), score(abnormal, source=abnormal_path)
     record = {
         **evaluate_worst_ranks(normal_worst, abnormal_worst, k, vocab),
         "model": str(model_dir),

@@ -53,8 +53,11 @@ class NgramModel:
             self._ranks[key] = table
         return table
 
-    def worst_ranks(self, sequences: Sequence[Sequence[int]]) -> list[int]:
-        """Worst rank of the real keys over the scored positions of each sequence (0 when none is scored)."""
+    def worst_ranks(self, sequences: Sequence[Sequence[int]], source: object = None) -> list[int]:
+        """Worst rank of the real keys over the scored positions of each sequence (0 when none is scored).
+
+        `source` is the transformer detector's (it names the file of a too-long sequence); counts take any length.
+        """
         from rationanomaly.nextkey.detect import unseen_rank
 
         unseen = unseen_rank(self.vocab)

@@ -96,7 +96,9 @@ from rationanomaly.nextkey.models import (
     ModelFolderError,
     ModelShape,
     build_model,
+    check_lengths,
     init_from_folder,
+    model_positions,
     read_meta,
     save_model,
     set_cpu_threads,
@@ -377,8 +379,10 @@ class Trainer:
         set_cpu_threads(threads, self.dist.device)
         self.progress = progress and self.dist.main
         train = read_sequences(train_path)
+        files = [(train_path, train)]
         if validation_path is not None:
             validation = read_sequences(validation_path)
+            files.append((validation_path, validation))
         else:
             train, validation = split_validation(train, config.validation_ratio, config.seed)
         if not validation:
@@ -387,6 +391,8 @@ class Trainer:
                 "--validation FILE or more sequences"
             )
         self.vocab, model, self.arch, init_meta = self._model(train + validation)
+        for path, sequences in files:
+            check_lengths(sequences, self.vocab, model_positions(model), path)
         from_nextkey = init_meta is not None
         self.top_k = (
             config.top_k
