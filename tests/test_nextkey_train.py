@@ -16,7 +16,7 @@ import torch
 from rationanomaly.nextkey.compare import compare
 from rationanomaly.nextkey.detect import mask_logits, next_logits
 from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, read_sequences, write_sequences
-from rationanomaly.nextkey.models import GPT_NEO, ModelShape, SequenceTooLongError
+from rationanomaly.nextkey.models import GPT_NEO, ModelShape, SequenceTooLongError, set_matmul_precision
 from rationanomaly.nextkey.reward import plackett_luce_log_prob
 from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import (
@@ -328,3 +328,14 @@ def test_a_plain_gpt_neo_folder_gets_its_embeddings_resized_to_the_keys(syntheti
     weights = _weights(tmp_path / "out")
     assert meta["arch"] == "gpt-neo" and meta["init"] == str(tmp_path / "gpt-neo-text")
     assert weights["transformer.wte.weight"].shape == (4 + 7, 16)  # 4 specials + the 7 synthetic keys
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cuda", "high"), ("cuda:1", "high"), ("cpu", "highest")])
+def test_fp32_matmuls_may_use_tf32_on_a_gpu_only(device, expected):
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        set_matmul_precision(device)
+        assert torch.get_float32_matmul_precision() == expected
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -32,6 +32,7 @@ from rationanomaly.nextkey.models import (
     model_positions,
     read_meta,
     set_cpu_threads,
+    set_matmul_precision,
     vocabulary_of,
 )
 
@@ -179,6 +180,7 @@ def load_detector(
     model, meta, vocab = load_model(model_dir)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     set_cpu_threads(threads, "cuda" if cuda else "cpu")
+    set_matmul_precision("cuda" if cuda else "cpu")
     return partial(model_worst_ranks, model.to("cuda" if cuda else "cpu"), vocab, progress=progress), vocab, meta
 
 

@@ -102,6 +102,7 @@ from rationanomaly.nextkey.models import (
     read_meta,
     save_model,
     set_cpu_threads,
+    set_matmul_precision,
     vocabulary_of,
 )
 from rationanomaly.nextkey.reward import (
@@ -377,6 +378,7 @@ class Trainer:
         self.train_path, self.validation_path = train_path, validation_path
         self.dist = setup_distributed(device)
         set_cpu_threads(threads, self.dist.device)
+        set_matmul_precision(self.dist.device)
         self.progress = progress and self.dist.main
         train = read_sequences(train_path)
         files = [(train_path, train)]
