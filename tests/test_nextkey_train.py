@@ -184,6 +184,31 @@ def test_an_interrupted_run_resumes_to_the_same_model(synthetic_files, tmp_path,
         train(synthetic_files["normal"], tmp_path / "resumed", config, progress=False)
 
 
+def test_resume_saves_snapshots_without_copies_and_loads_them_onto_the_cpu(synthetic_files, tmp_path, monkeypatch):
+    config = TrainConfig(method="pretrain", shape=TINY, pretrain_epochs=1, top_k=2)
+    trainer = Trainer(config, synthetic_files["normal"], tmp_path / "out", progress=False)
+    (tmp_path / "out").mkdir()
+    trainer.state.best_state = trainer._snapshot()
+    saved, loads, real_save, real_load = {}, [], torch.save, torch.load
+
+    def spy_save(obj, path, *args, **kwargs):
+        saved.update(obj)
+        real_save(obj, path, *args, **kwargs)
+
+    def spy_load(*args, **kwargs):
+        loads.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", spy_save)
+    monkeypatch.setattr(torch, "load", spy_load)
+    trainer._save_resume()
+    assert saved["state"]["best_state"] is trainer.state.best_state  # no deep copy of every tensor per save
+    again = Trainer(config, synthetic_files["normal"], tmp_path / "out", progress=False)
+    assert again._load_resume() and loads == ["cpu"]  # CPU snapshots are not moved to the GPU on a resume
+    assert all(t.device.type == "cpu" for t in again.state.best_state.values())
+    assert all(torch.equal(again.state.best_state[n], t) for n, t in trainer.state.best_state.items())
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_like_one_process(tmp_path):
     # 100 sequences: 90 train (batches 16 x 5 + 10, every batch splits over 2 ranks), 10 validate

@@ -62,7 +62,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -478,7 +478,8 @@ class Trainer:
             torch.save(
                 {
                     "fingerprint": self.fingerprint(),
-                    "state": asdict(self.state),
+                    # asdict would deep-copy every tensor of the best and reference snapshots on each save
+                    "state": {f.name: getattr(self.state, f.name) for f in fields(self.state)},
                     "model": self.model.state_dict(),
                     "optimizer": optimizer,
                 },
@@ -489,7 +490,9 @@ class Trainer:
         path = self.output_dir / RESUME_FILE
         if not path.is_file():
             return False
-        saved = torch.load(path, map_location=self.dist.device, weights_only=False)
+        # Snapshots were saved on the CPU and stay there; load_state_dict copies the weights (and the optimiser its
+        # state) onto the parameters' device, so nothing is put on the GPU twice.
+        saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved["fingerprint"] != self.fingerprint():
             raise ValueError(
                 f"{path}: left by a run with other settings or inputs; delete it to start over, or "
