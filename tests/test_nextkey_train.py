@@ -22,6 +22,7 @@ from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import (
     TrainConfig,
     Trainer,
+    batch_std,
     loggpt_cut,
     sample_contexts,
     sequence_return_loss,
@@ -364,3 +365,44 @@ def test_fp32_matmuls_may_use_tf32_on_a_gpu_only(device, expected):
         assert torch.get_float32_matmul_precision() == expected
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.tensor([[0.5, -0.5], [1.5, -1.5], [0.0, 0.0]]),  # leave-one-out advantages: zero mean per row
+        torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0]),  # any mean
+        torch.tensor([2.0]),  # one value: 0 instead of torch.std's NaN (the floor then applies)
+    ],
+)
+def test_batch_std_on_one_process_is_torch_std(values):
+    expected = 0.0 if values.numel() == 1 else values.std().item()
+    assert batch_std(values).item() == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+BATCH_STD_RANK = """
+import os, sys, torch
+from rationanomaly.nextkey.train import batch_std
+torch.distributed.init_process_group("gloo")
+rank = int(os.environ["RANK"])
+values = torch.tensor([[0.5, -0.5], [1.5, -1.5], [0.25, -0.25]]) if rank == 0 else torch.tensor([[4.0, -4.0]])
+print(repr(batch_std(values, 2).item()))
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow  # two processes starting torch: ~25 s on 2 shared cores
+def test_two_gloo_ranks_scale_advantages_by_the_whole_batchs_std():
+    # rank 0 alone has std 0.87, rank 1 alone 5.66: each must divide by the std of all 8 values, 2.78
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    env.update({"WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", BATCH_STD_RANK], env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True
+        )
+        for r in range(2)
+    ]
+    outputs = [rank.communicate(timeout=120)[0] for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks)
+    whole = torch.tensor([0.5, -0.5, 1.5, -1.5, 0.25, -0.25, 4.0, -4.0]).std().item()
+    assert [float(out) for out in outputs] == pytest.approx([whole, whole], rel=1e-6)

@@ -38,11 +38,13 @@ an episode that improves it by less than 1% on the previous one counts, and the 
 The best episode is kept (episode 1 at least, as LogGPT). RL runs in eval mode (dropout off), so old and new
 log-probabilities differ only through the update.
 
-Distributed: launched by `torchrun --nproc_per_node N -m rationanomaly.nextkey train ...` each process takes
-every N-th sequence of each global batch, DistributedDataParallel averages the gradients, and every loss is
-normalised by the *global* batch's token (or position, or sequence) count, so N processes compute the same step
-as one process on the whole batch. Validation runs whole on every rank (same numbers, same stop decision, no
-communication); rank 0 writes. Backend: nccl on GPUs, gloo on CPUs.
+Distributed: launched by `torchrun --nproc_per_node N -m rationanomaly.nextkey train ...` each process takes every
+N-th sequence of each global batch, DistributedDataParallel averages the gradients, and every loss is normalised by
+the *global* batch's token (or position, or sequence) count, and LogNEO mode's advantage scale is the standard
+deviation over the global batch (count, sum and sum of squares all-reduced), so N processes compute the same step as
+one process on the whole batch, given the same drawn lists (each rank draws its own lists, from seeds that include
+its rank, so an RL run on N processes is not bit-identical to one on a single process). Validation runs whole on
+every rank (same numbers, same stop decision, no communication); rank 0 writes. Backend: nccl on GPUs, gloo on CPUs.
 
 Outputs in --output_dir: the model (save_pretrained) and nextkey.json, metrics.jsonl (one
 `{"step": N, "data": {...}}` line per epoch and episode, in verl's file-logger layout, so
@@ -262,6 +264,18 @@ def mean_reward(
             total += float(rewards[mask].sum())
             count += int(mask.sum())
     return total / max(count, 1)
+
+
+def batch_std(values: torch.Tensor, world: int = 1) -> torch.Tensor:
+    """Standard deviation (unbiased, as `torch.std`) of `values` over the whole batch: with `world` > 1 each rank's
+    count, sum and sum of squares are all-reduced, so every rank divides by the same number one process would."""
+    flat = values.detach().to(torch.float64).reshape(-1)
+    moments = torch.stack([flat.new_tensor(float(flat.numel())), flat.sum(), (flat * flat).sum()])
+    if world > 1:
+        torch.distributed.all_reduce(moments)
+    count, total, squares = moments.unbind()
+    variance = (squares - total * total / count.clamp_min(1)) / (count - 1).clamp_min(1)
+    return variance.clamp_min(0).sqrt().to(values.dtype)
 
 
 def scored_count(encoded_rows: Sequence[Sequence[int]], first_scored: int) -> int:
@@ -745,7 +759,7 @@ class Trainer:
             rewards = step_rewards(ranks, u, self.top_k, config.reward)
             advantages = rewards - (rewards.sum(-1, keepdim=True) - rewards) / (samples - 1)
             if config.advantage_scale:
-                advantages = advantages / advantages.std().clamp_min(ADVANTAGE_FLOOR)
+                advantages = advantages / batch_std(advantages, self.dist.world).clamp_min(ADVANTAGE_FLOOR)
             old_log_p = torch.log_softmax(old[:, self.candidate_ids], -1)
             reference = (
                 None
