@@ -293,3 +293,11 @@ def test_evaluating_a_sequence_longer_than_the_model_is_one_line_naming_the_file
     error = capsys.readouterr().err
     assert f"{tmp_path / 'long'}: sequence 2 holds 63 keys" in error and "n_positions=64" in error
     assert error.count("\n") == 1 and not (tmp_path / "e.json").exists()
+
+
+def test_evaluate_with_k_zero_is_refused_instead_of_using_the_models_k(synthetic, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_evaluate_argv(synthetic, tmp_path / "e.json", "--top_k", "0"))
+    assert exit_info.value.code == 2 and "argument --top_k: 0 is not a positive integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="top_k=0"):  # the function refuses it too
+        evaluate_detector(synthetic.model, synthetic.normal, synthetic.abnormal, top_k=0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rationanomaly.nextkey.__main__ import main
 from rationanomaly.nextkey.compare import compare
 from rationanomaly.nextkey.detect import mask_logits, next_logits
 from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, read_sequences, write_sequences
@@ -23,6 +24,7 @@ from rationanomaly.nextkey.train import (
     TrainConfig,
     Trainer,
     batch_std,
+    check_batch_sizes,
     loggpt_cut,
     sample_contexts,
     sequence_return_loss,
@@ -406,3 +408,38 @@ def test_two_gloo_ranks_scale_advantages_by_the_whole_batchs_std():
     assert all(rank.returncode == 0 for rank in ranks)
     whole = torch.tensor([0.5, -0.5, 1.5, -1.5, 0.25, -0.25, 4.0, -4.0]).std().item()
     assert [float(out) for out in outputs] == pytest.approx([whole, whole], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("config", "pretrain_epochs", "refused"),
+    [
+        (TrainConfig(batch_size=1), 2, "--batch_size 1 is smaller than the 2 processes"),  # pre-training: no update
+        (TrainConfig(method="logneo", rl_batch_size=1), 0, "--rl_batch_size 1 is smaller"),  # RL: no update
+        (TrainConfig(method="logneo", batch_size=1, rl_batch_size=2), 0, None),  # no pre-training epochs run
+        (TrainConfig(rl_batch_size=1), 2, None),  # pre-training only: the RL batch is unused
+    ],
+)
+def test_a_batch_smaller_than_the_process_count_is_refused(config, pretrain_epochs, refused):
+    if refused is None:
+        check_batch_sizes(config, pretrain_epochs, world=2)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            check_batch_sizes(config, pretrain_epochs, world=2)
+
+
+@pytest.mark.parametrize("knob", ["top_k", "batch_size", "rl_batch_size"])
+def test_a_config_with_a_zero_k_or_batch_is_refused(knob):
+    with pytest.raises(ValueError, match=f"{knob}=0"):
+        TrainConfig(**{knob: 0})
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--top_k", "0"), ("--batch_size", "0"), ("--rl_batch_size", "-1"), ("--validation_ratio", "1")],
+)
+def test_train_cli_refuses_a_zero_k_or_batch_in_one_line(tmp_path, capsys, flag, value):
+    argv = ["train", "--train", "x", "--method", "logneo", "--output_dir", str(tmp_path), flag, value]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {flag}: {value}" in error.splitlines()[-1]

@@ -212,7 +212,7 @@ def evaluate_detector(
     check_vocabulary_fits(model_dir, vocabulary_of(read_meta(model_dir), model_dir), normal_path, normal)
     score, vocab, meta = load_detector(model_dir, device, threads, progress)
     candidates = len(vocab.candidate_ids())
-    k = top_k or meta.get("top_k")
+    k = top_k if top_k is not None else meta.get("top_k")
     if not k or not 1 <= k < candidates:
         raise ValueError(
             f"top_k={k}; choose K between 1 and {candidates - 1} (the model predicts {candidates} "

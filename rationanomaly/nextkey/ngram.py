@@ -137,7 +137,7 @@ def train_ngram(
     model = fit_ngram(sequences, vocab, order)
     extra = {
         "method": NGRAM,
-        "top_k": top_k or default_top_k(len(vocab.keys), DATASET_TOP_K[dataset]),
+        "top_k": top_k if top_k is not None else default_top_k(len(vocab.keys), DATASET_TOP_K[dataset]),
         "train": str(train_path),
         "sequences": {"train": len(sequences)},
         "seconds": time.perf_counter() - started,

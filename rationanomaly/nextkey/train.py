@@ -162,6 +162,11 @@ class TrainConfig:
             raise ValueError(f"method={self.method!r}; use one of {METHODS}")
         if self.method == LOGNEO and self.samples < 2:
             raise ValueError(f"samples={self.samples}; the leave-one-out baseline needs at least 2 lists per position")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k}; K is at least 1 (or None for LogGPT's K of the dataset)")
+        for name in ("batch_size", "rl_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; use 1 or more")
         if not 0.0 <= self.validation_ratio < 1.0:
             raise ValueError(f"validation_ratio={self.validation_ratio}; use a fraction in [0, 1)")
 
@@ -202,6 +207,18 @@ def teardown_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def check_batch_sizes(config: TrainConfig, pretrain_epochs: int, world: int) -> None:
+    """Refuse a batch smaller than the number of processes: every batch would be dropped and no update made."""
+    used = [("batch_size", config.batch_size)] if pretrain_epochs > 0 else []
+    used += [("rl_batch_size", config.rl_batch_size)] if config.method != PRETRAIN else []
+    for name, size in used:
+        if size < world:
+            raise ValueError(
+                f"--{name} {size} is smaller than the {world} processes: each batch must give every process a "
+                f"sequence, so no update would be made; use --{name} {world} or more, or fewer processes"
+            )
 
 
 def derived_seed(*parts: object) -> int:
@@ -412,14 +429,15 @@ class Trainer:
         from_nextkey = init_meta is not None
         self.top_k = (
             config.top_k
-            or (init_meta or {}).get("top_k")
-            or default_top_k(len(self.vocab.keys), DATASET_TOP_K[config.dataset])
+            if config.top_k is not None
+            else (init_meta or {}).get("top_k") or default_top_k(len(self.vocab.keys), DATASET_TOP_K[config.dataset])
         )
         self.train, self.validation = self.vocab.encode_all(train), self.vocab.encode_all(validation)
         epochs = config.pretrain_epochs
         if epochs is None:
             epochs = 0 if from_nextkey and config.method != PRETRAIN else PRETRAIN_EPOCHS
         self.pretrain_epochs = epochs
+        check_batch_sizes(config, epochs, self.dist.world)
         self.model = model.to(self.dist.device)
         self.candidates = candidate_mask(self.vocab, self.dist.device)
         self.candidate_ids = self.candidates.nonzero().squeeze(-1)
