@@ -172,7 +172,7 @@ def config_from_args(args: argparse.Namespace, method: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: four subcommands."""
+    """The command line: five subcommands."""
     parser = argparse.ArgumentParser(prog="python -m rationanomaly.nextkey", description=__doc__.split("\n\n")[1])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -11,7 +11,7 @@ is the same in practice (training never shows it), the mask only makes it explic
 
 Framing:
 - `session` (HDFS blocks, DeepLog files): `<bos> k1 .. kn <eos>`; every key and the end are scored, so a session
-  that stops early is caught at its `<eos>` (most of DeepLog's abnormal HDFS sessions are 2-3 keys long).
+  that stops early is caught at its `<eos>` (36% of DeepLog's abnormal HDFS sessions are 2-3 keys long).
   LogGPT's code scores from k2 on; we also score k1 (predicted from `<bos>` alone).
 - `window` (BGL/Thunderbird time or line windows): `<bos> k1 .. kn`, scored from k2 on; a window starts and ends
   at an arbitrary time, so neither its first key nor its end says anything (LogGPT: no `<bos>`/`<eos>` there).
