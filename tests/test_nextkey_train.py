@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from rationanomaly.nextkey.detect import mask_logits, next_logits
 from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, read_sequences, write_sequences
 from rationanomaly.nextkey.models import GPT_NEO, ModelShape, SequenceTooLongError, set_matmul_precision
 from rationanomaly.nextkey.reward import plackett_luce_log_prob
+from rationanomaly.nextkey.sequences import split_normal
 from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import (
     TrainConfig,
@@ -28,6 +30,7 @@ from rationanomaly.nextkey.train import (
     loggpt_cut,
     sample_contexts,
     sequence_return_loss,
+    split_validation,
     train,
 )
 
@@ -443,3 +446,22 @@ def test_train_cli_refuses_a_zero_k_or_batch_in_one_line(tmp_path, capsys, flag,
         main(argv)
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"argument {flag}: {value}" in error.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("count", "ratio", "train_size"),
+    [
+        (10, 0.1, 9),  # LogGPT's 10%
+        (3, 0.5, 2),  # round(1.5) = 2
+        (2, 0.9, 1),  # at least one sequence trains
+        (5, 0.01, 4),  # at least one validates
+    ],
+)
+def test_split_validation_is_split_normal_at_the_ratios_train_size(count, ratio, train_size):
+    sequences = [(i,) for i in range(count)]
+    train_rows, validation = split_validation(sequences, ratio, seed=3)
+    assert (train_rows, validation) == split_normal(sequences, train_size, seed=3)
+    shuffled = list(sequences)
+    random.Random(3).shuffle(shuffled)  # the shuffle both have always used
+    assert train_rows + validation == shuffled and len(train_rows) == train_size
+    assert split_validation(sequences, 0.0, seed=3) == (sequences, [])

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from rationanomaly.evaluate import binary_metrics
+from rationanomaly.evaluate import binary_metrics, flag_labels
 from rationanomaly.io import write_json_atomic
-from rationanomaly.labels import ABNORMAL, NORMAL
 from rationanomaly.nextkey.keys import PAD_ID, UNK_ID, KeyVocabulary, read_sequences
 from rationanomaly.nextkey.models import (
     NGRAM,
@@ -135,8 +134,8 @@ def model_worst_ranks(
 
 def detection_metrics(normal_worst: Sequence[int], abnormal_worst: Sequence[int], top_k: int) -> dict:
     """P/R/F1 of the abnormal class, FPR and the confusion counts at one K (abnormal iff worst rank > K)."""
-    truth = [NORMAL] * len(normal_worst) + [ABNORMAL] * len(abnormal_worst)
-    predicted = [ABNORMAL if rank > top_k else NORMAL for rank in [*normal_worst, *abnormal_worst]]
+    truth = flag_labels([0] * len(normal_worst) + [1] * len(abnormal_worst))
+    predicted = flag_labels(rank > top_k for rank in [*normal_worst, *abnormal_worst])
     metrics = asdict(binary_metrics(truth, predicted))
     return {**{key: metrics[key] for key in REPORTED}, "top_k": top_k}
 

@@ -227,13 +227,13 @@ def derived_seed(*parts: object) -> int:
 
 
 def split_validation(sequences: list, ratio: float, seed: int) -> tuple[list, list]:
-    """Seeded shuffle, then the last `ratio` validate (at least one sequence each side when there are two)."""
+    """Seeded shuffle, then the last `ratio` validate (at least one sequence each side when there are two):
+    `sequences.split_normal` with the train size this ratio leaves."""
+    from rationanomaly.nextkey.sequences import split_normal  # lazily: it brings pandas, which training never needs
+
     if ratio == 0 or len(sequences) < 2:
         return list(sequences), []
-    shuffled = list(sequences)
-    random.Random(seed).shuffle(shuffled)
-    cut = min(len(shuffled) - 1, max(1, round(len(shuffled) * (1 - ratio))))
-    return shuffled[:cut], shuffled[cut:]
+    return split_normal(sequences, min(len(sequences) - 1, max(1, round(len(sequences) * (1 - ratio)))), seed)
 
 
 def global_batches(count: int, batch_size: int, world: int, seed: int, phase: str, epoch: int) -> list[list[int]]:
