@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rationanomaly.nextkey import sequences
 from rationanomaly.nextkey.__main__ import main
 from rationanomaly.nextkey.detect import (
     detection_metrics,
@@ -19,8 +20,16 @@ from rationanomaly.nextkey.detect import (
     target_ranks,
     unseen_rank,
 )
-from rationanomaly.nextkey.keys import EOS_ID, UNK_ID, build_vocabulary, write_sequences
-from rationanomaly.nextkey.models import ModelFolderError, ModelShape
+from rationanomaly.nextkey.keys import EOS_ID, MAX_POSITIONS, UNK_ID, build_vocabulary, write_sequences
+from rationanomaly.nextkey.models import (
+    GPT2,
+    ModelFolderError,
+    ModelShape,
+    SequenceTooLongError,
+    build_model,
+    check_lengths,
+    model_positions,
+)
 from rationanomaly.nextkey.ngram import fit_ngram, ngram_from_meta, save_ngram, train_ngram
 from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import TrainConfig, train
@@ -247,3 +256,48 @@ def test_empty_normal_file_is_one_line(synthetic, tmp_path, capsys):
 def test_train_ngram_records_loggpts_k(tmp_path):
     write_sequences(tmp_path / "seq", [(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)])
     assert train_ngram(tmp_path / "seq", tmp_path / "m")["top_k"] == 7  # min(floor(0.95 * 10), 7)
+
+
+@pytest.mark.parametrize(
+    ("framing", "keys", "fits"),
+    [
+        ("session", 510, True),  # <bos> 510 keys <eos> = 512 positions
+        ("session", 511, False),  # 513 positions
+        ("window", 511, True),  # <bos> 511 keys = 512
+        ("window", 512, False),  # LogGPT's max_lens under <bos>: 513
+    ],
+)
+def test_the_key_limit_is_the_models_positions_minus_the_framing_tokens(framing, keys, fits):
+    vocab = build_vocabulary([(1, 2)], framing)
+    if fits:
+        check_lengths([(1,) * keys], vocab, MAX_POSITIONS, "f")
+    else:
+        with pytest.raises(SequenceTooLongError, match=rf"f: sequence 1 holds {keys} keys.*n_positions=512"):
+            check_lengths([(1,) * keys], vocab, MAX_POSITIONS, "f")
+
+
+def test_the_longest_default_sequence_runs_through_a_default_model_and_one_more_key_is_refused():
+    vocab = build_vocabulary([(1, 2)])
+    model = build_model(GPT2, vocab)  # LogGPT's default size: 512 positions
+    assert model_positions(model) == MAX_POSITIONS and sequences.MAX_LEN == 510
+    assert model_worst_ranks(model, vocab, [(1, 2) * (sequences.MAX_LEN // 2)])[0] >= 1
+    with pytest.raises(SequenceTooLongError, match="sequence 2 holds 511 keys"):
+        model_worst_ranks(model, vocab, [(1, 2), (1,) * 511])
+
+
+def test_evaluating_a_sequence_longer_than_the_model_is_one_line_naming_the_file(synthetic, tmp_path, capsys):
+    write_sequences(tmp_path / "long", [(1, 2, 3), tuple([1] * 63)])  # 65 tokens for a 64-position model
+    argv = _evaluate_argv(synthetic, tmp_path / "e.json")
+    argv[argv.index("--abnormal") + 1] = str(tmp_path / "long")
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'long'}: sequence 2 holds 63 keys" in error and "n_positions=64" in error
+    assert error.count("\n") == 1 and not (tmp_path / "e.json").exists()
+
+
+def test_evaluate_with_k_zero_is_refused_instead_of_using_the_models_k(synthetic, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_evaluate_argv(synthetic, tmp_path / "e.json", "--top_k", "0"))
+    assert exit_info.value.code == 2 and "argument --top_k: 0 is not a positive integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="top_k=0"):  # the function refuses it too
+        evaluate_detector(synthetic.model, synthetic.normal, synthetic.abnormal, top_k=0)

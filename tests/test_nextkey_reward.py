@@ -20,6 +20,7 @@ from rationanomaly.nextkey.reward import (
     plackett_luce_log_prob,
     rank_credit,
     relative_positions,
+    reward_values,
     step_reward,
     step_rewards,
 )
@@ -202,3 +203,12 @@ def test_list_ranks_give_the_place_of_the_target_or_zero():
 def test_rank_credit_of_k_is_exp_minus_kappa():
     assert rank_credit(7, 7, 2.0) == pytest.approx(math.exp(-2.0))
     assert rank_credit(1, 7, 2.0) == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(params=params_strategy, rank=st.one_of(st.none(), st.integers(1, 2000)), u=u_strategy, top_k=k_strategy)
+def test_the_scalar_and_training_rewards_read_one_formula(params, rank, u, top_k):
+    cell = reward_values(torch.tensor([rank or 0]), torch.tensor([u], dtype=torch.float64), top_k, params)
+    assert step_reward(rank, u, top_k, params) == cell.item()  # exactly: the same computation
+    training = step_rewards(torch.tensor([rank or 0]), torch.tensor([u], dtype=torch.float64), top_k, params)
+    assert training.dtype == torch.float32 and training.item() == cell.float().item()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +14,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from rationanomaly.nextkey.__main__ import main
 from rationanomaly.nextkey.compare import compare
 from rationanomaly.nextkey.detect import mask_logits, next_logits
 from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, read_sequences, write_sequences
-from rationanomaly.nextkey.models import GPT_NEO, ModelShape
+from rationanomaly.nextkey.models import GPT_NEO, ModelShape, SequenceTooLongError, set_matmul_precision
 from rationanomaly.nextkey.reward import plackett_luce_log_prob
+from rationanomaly.nextkey.sequences import split_normal
 from rationanomaly.nextkey.synthetic import write_synthetic
 from rationanomaly.nextkey.train import (
     TrainConfig,
     Trainer,
+    batch_std,
+    check_batch_sizes,
     loggpt_cut,
     sample_contexts,
     sequence_return_loss,
+    split_validation,
     train,
 )
 
@@ -121,6 +127,23 @@ def test_one_ppo_step_on_a_tiny_gpt_neo_is_finite_and_favours_rewarded_lists(syn
     assert (gained.exp() * rollout.advantages).mean().item() > 0
 
 
+@pytest.mark.parametrize("where", ["train", "validation"])
+def test_training_refuses_a_sequence_longer_than_the_model_before_any_forward_pass(tmp_path, monkeypatch, where):
+    files = {"train": [(1, 2, 3)] * 8, "validation": [(1, 2, 3)] * 2}
+    files[where] = [*files[where], tuple([1, 2, 3] * 21)]  # 63 keys: 65 tokens framed, the model has 64
+    for name, rows in files.items():
+        write_sequences(tmp_path / name, rows)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran")
+
+    monkeypatch.setattr("rationanomaly.nextkey.train.next_logits", no_forward)
+    config = TrainConfig(shape=TINY, pretrain_epochs=1, top_k=2)
+    message = rf"{tmp_path / where}: sequence {len(files[where])} holds 63 keys.*n_positions=64, so at most 62"
+    with pytest.raises(SequenceTooLongError, match=message):
+        train(tmp_path / "train", tmp_path / "out", config, validation_path=tmp_path / "validation", progress=False)
+
+
 def _metrics_without_timing(folder: Path) -> list[dict]:
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     kept = [{k: v for k, v in r["data"].items() if not k.startswith("timing_s/")} for r in records]
@@ -165,6 +188,31 @@ def test_an_interrupted_run_resumes_to_the_same_model(synthetic_files, tmp_path,
     assert _metrics_without_timing(tmp_path / "whole") == _metrics_without_timing(tmp_path / "resumed")
     with pytest.raises(ValueError, match="already holds a trained model"):
         train(synthetic_files["normal"], tmp_path / "resumed", config, progress=False)
+
+
+def test_resume_saves_snapshots_without_copies_and_loads_them_onto_the_cpu(synthetic_files, tmp_path, monkeypatch):
+    config = TrainConfig(method="pretrain", shape=TINY, pretrain_epochs=1, top_k=2)
+    trainer = Trainer(config, synthetic_files["normal"], tmp_path / "out", progress=False)
+    (tmp_path / "out").mkdir()
+    trainer.state.best_state = trainer._snapshot()
+    saved, loads, real_save, real_load = {}, [], torch.save, torch.load
+
+    def spy_save(obj, path, *args, **kwargs):
+        saved.update(obj)
+        real_save(obj, path, *args, **kwargs)
+
+    def spy_load(*args, **kwargs):
+        loads.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", spy_save)
+    monkeypatch.setattr(torch, "load", spy_load)
+    trainer._save_resume()
+    assert saved["state"]["best_state"] is trainer.state.best_state  # no deep copy of every tensor per save
+    again = Trainer(config, synthetic_files["normal"], tmp_path / "out", progress=False)
+    assert again._load_resume() and loads == ["cpu"]  # CPU snapshots are not moved to the GPU on a resume
+    assert all(t.device.type == "cpu" for t in again.state.best_state.values())
+    assert all(torch.equal(again.state.best_state[n], t) for n, t in trainer.state.best_state.items())
 
 
 @pytest.mark.slow
@@ -311,3 +359,109 @@ def test_a_plain_gpt_neo_folder_gets_its_embeddings_resized_to_the_keys(syntheti
     weights = _weights(tmp_path / "out")
     assert meta["arch"] == "gpt-neo" and meta["init"] == str(tmp_path / "gpt-neo-text")
     assert weights["transformer.wte.weight"].shape == (4 + 7, 16)  # 4 specials + the 7 synthetic keys
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cuda", "high"), ("cuda:1", "high"), ("cpu", "highest")])
+def test_fp32_matmuls_may_use_tf32_on_a_gpu_only(device, expected):
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        set_matmul_precision(device)
+        assert torch.get_float32_matmul_precision() == expected
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.tensor([[0.5, -0.5], [1.5, -1.5], [0.0, 0.0]]),  # leave-one-out advantages: zero mean per row
+        torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0]),  # any mean
+        torch.tensor([2.0]),  # one value: 0 instead of torch.std's NaN (the floor then applies)
+    ],
+)
+def test_batch_std_on_one_process_is_torch_std(values):
+    expected = 0.0 if values.numel() == 1 else values.std().item()
+    assert batch_std(values).item() == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+BATCH_STD_RANK = """
+import os, sys, torch
+from rationanomaly.nextkey.train import batch_std
+torch.distributed.init_process_group("gloo")
+rank = int(os.environ["RANK"])
+values = torch.tensor([[0.5, -0.5], [1.5, -1.5], [0.25, -0.25]]) if rank == 0 else torch.tensor([[4.0, -4.0]])
+print(repr(batch_std(values, 2).item()))
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow  # two processes starting torch: ~25 s on 2 shared cores
+def test_two_gloo_ranks_scale_advantages_by_the_whole_batchs_std():
+    # rank 0 alone has std 0.87, rank 1 alone 5.66: each must divide by the std of all 8 values, 2.78
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    env.update({"WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", BATCH_STD_RANK], env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True
+        )
+        for r in range(2)
+    ]
+    outputs = [rank.communicate(timeout=120)[0] for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks)
+    whole = torch.tensor([0.5, -0.5, 1.5, -1.5, 0.25, -0.25, 4.0, -4.0]).std().item()
+    assert [float(out) for out in outputs] == pytest.approx([whole, whole], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("config", "pretrain_epochs", "refused"),
+    [
+        (TrainConfig(batch_size=1), 2, "--batch_size 1 is smaller than the 2 processes"),  # pre-training: no update
+        (TrainConfig(method="logneo", rl_batch_size=1), 0, "--rl_batch_size 1 is smaller"),  # RL: no update
+        (TrainConfig(method="logneo", batch_size=1, rl_batch_size=2), 0, None),  # no pre-training epochs run
+        (TrainConfig(rl_batch_size=1), 2, None),  # pre-training only: the RL batch is unused
+    ],
+)
+def test_a_batch_smaller_than_the_process_count_is_refused(config, pretrain_epochs, refused):
+    if refused is None:
+        check_batch_sizes(config, pretrain_epochs, world=2)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            check_batch_sizes(config, pretrain_epochs, world=2)
+
+
+@pytest.mark.parametrize("knob", ["top_k", "batch_size", "rl_batch_size"])
+def test_a_config_with_a_zero_k_or_batch_is_refused(knob):
+    with pytest.raises(ValueError, match=f"{knob}=0"):
+        TrainConfig(**{knob: 0})
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--top_k", "0"), ("--batch_size", "0"), ("--rl_batch_size", "-1"), ("--validation_ratio", "1")],
+)
+def test_train_cli_refuses_a_zero_k_or_batch_in_one_line(tmp_path, capsys, flag, value):
+    argv = ["train", "--train", "x", "--method", "logneo", "--output_dir", str(tmp_path), flag, value]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {flag}: {value}" in error.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("count", "ratio", "train_size"),
+    [
+        (10, 0.1, 9),  # LogGPT's 10%
+        (3, 0.5, 2),  # round(1.5) = 2
+        (2, 0.9, 1),  # at least one sequence trains
+        (5, 0.01, 4),  # at least one validates
+    ],
+)
+def test_split_validation_is_split_normal_at_the_ratios_train_size(count, ratio, train_size):
+    sequences = [(i,) for i in range(count)]
+    train_rows, validation = split_validation(sequences, ratio, seed=3)
+    assert (train_rows, validation) == split_normal(sequences, train_size, seed=3)
+    shuffled = list(sequences)
+    random.Random(3).shuffle(shuffled)  # the shuffle both have always used
+    assert train_rows + validation == shuffled and len(train_rows) == train_size
+    assert split_validation(sequences, 0.0, seed=3) == (sequences, [])

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from dataclasses import replace
 
-from rationanomaly.loaders import DataFormatError
-from rationanomaly.nextkey.keys import DATASET_TOP_K, FRAMINGS, SESSION, SequenceFormatError
-from rationanomaly.nextkey.models import ARCHS, GPT2, ModelFolderError, ModelShape
+from rationanomaly.cli import fraction, positive_int, run_command
+from rationanomaly.nextkey.keys import DATASET_TOP_K, FRAMINGS, SESSION
+from rationanomaly.nextkey.models import ARCHS, GPT2, ModelShape
 from rationanomaly.nextkey.reward import RewardParams
 from rationanomaly.nextkey.sequences import GROUPINGS, MAX_LEN, STEP_SECONDS
 
 NGRAM_METHOD = "ngram"
-EXPECTED_ERRORS = (SequenceFormatError, DataFormatError, ModelFolderError, FileNotFoundError, ValueError)
 
 
 def _add_sequences(commands) -> None:
@@ -81,14 +79,16 @@ def _add_training_knobs(parser: argparse.ArgumentParser) -> None:
         default="hdfs",
         help="picks LogGPT's K (hdfs 7, bgl 80, thunderbird 690) unless --top_k",
     )
-    parser.add_argument("--top_k", type=int, help="K of top-K detection (default: LogGPT's for --dataset)")
+    parser.add_argument("--top_k", type=positive_int, help="K of top-K detection (default: LogGPT's for --dataset)")
     parser.add_argument(
         "--pretrain_epochs",
         type=int,
         help="cross-entropy epochs (default 100 from scratch, 0 when --init is a next-key model and the method is RL)",
     )
     parser.add_argument("--rl_episodes", type=int, default=default.rl_episodes, help="RL episodes (default 20)")
-    parser.add_argument("--batch_size", type=int, default=default.batch_size, help="pre-training batch (default 16)")
+    parser.add_argument(
+        "--batch_size", type=positive_int, default=default.batch_size, help="pre-training batch (default 16)"
+    )
     parser.add_argument("--lr", type=float, default=default.lr, help="pre-training AdamW lr (default 1e-4)")
     parser.add_argument(
         "--patience",
@@ -97,9 +97,11 @@ def _add_training_knobs(parser: argparse.ArgumentParser) -> None:
         help="pre-training stops after this many epochs without a better validation loss (default 5; 0 = never)",
     )
     parser.add_argument("--rl_lr", type=float, default=default.rl_lr, help="RL Adam lr (default 1e-5)")
-    parser.add_argument("--rl_batch_size", type=int, default=default.rl_batch_size, help="RL batch (default 64)")
     parser.add_argument(
-        "--ppo_epochs", type=int, default=default.ppo_epochs, help="logneo: updates per batch (default 2)"
+        "--rl_batch_size", type=positive_int, default=default.rl_batch_size, help="RL batch (default 64)"
+    )
+    parser.add_argument(
+        "--ppo_epochs", type=positive_int, default=default.ppo_epochs, help="logneo: updates per batch (default 2)"
     )
     parser.add_argument("--clip", type=float, default=default.clip, help="logneo: PPO clip epsilon (default 0.2)")
     parser.add_argument(
@@ -108,7 +110,9 @@ def _add_training_knobs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kl_coef", type=float, default=default.kl_coef, help="logneo: KL to the starting model (default 0)"
     )
-    parser.add_argument("--samples", type=int, default=default.samples, help="logneo: K-lists per position (default 4)")
+    parser.add_argument(
+        "--samples", type=positive_int, default=default.samples, help="logneo: K-lists per position (default 4)"
+    )
     parser.add_argument(
         "--raw_advantages",
         action="store_true",
@@ -120,7 +124,7 @@ def _add_training_knobs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kappa", type=float, default=reward.kappa, help="reward: rank decay (default 1)")
     parser.add_argument(
         "--validation_ratio",
-        type=float,
+        type=fraction(high_open=True),
         default=default.validation_ratio,
         help="share of --train held out to validate when --validation is absent (default 0.1)",
     )
@@ -168,7 +172,7 @@ def config_from_args(args: argparse.Namespace, method: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: four subcommands."""
+    """The command line: five subcommands."""
     parser = argparse.ArgumentParser(prog="python -m rationanomaly.nextkey", description=__doc__.split("\n\n")[1])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -201,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--normal", required=True, help="DeepLog file of normal test sequences")
     evaluate.add_argument("--abnormal", required=True, help="DeepLog file of abnormal test sequences")
     evaluate.add_argument("--output_json", required=True, help="metrics file to write")
-    evaluate.add_argument("--top_k", type=int, help="K (default: the model's)")
+    evaluate.add_argument("--top_k", type=positive_int, help="K (default: the model's)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     evaluate.add_argument("--threads", type=int, help="CPU threads (default 1)")
 
@@ -209,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--normal", required=True, help="DeepLog file of normal sequences (split into train/test)")
     compare.add_argument("--abnormal", required=True, help="DeepLog file of abnormal test sequences")
     compare.add_argument("--output_dir", required=True, help="folder for the split, the models and the table")
-    compare.add_argument("--train_ratio", type=float, default=0.8, help="share of --normal that trains (default 0.8)")
+    compare.add_argument(
+        "--train_ratio",
+        type=fraction(low_open=True, high_open=True),
+        default=0.8,
+        help="share of --normal that trains (default 0.8)",
+    )
     compare.add_argument(
         "--rows",
         default="ngram,pretrain,loggpt,logneo",
@@ -307,21 +316,19 @@ def _run(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, print one summary; one-line errors (exit 2) unless --debug."""
+    """Parse, run, print one summary; one-line errors (exit 2 for bad input, 1 otherwise) unless --debug."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
+
+    def body() -> int:
         summary = _run(args)
-    except EXPECTED_ERRORS as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)  # noqa: T201
-        return 2
-    if summary is not None:
-        print(summary)  # noqa: T201
-    return 0
+        if summary is not None:
+            print(summary)  # noqa: T201
+        return 0
+
+    return run_command(body, args.debug)
 
 
 if __name__ == "__main__":

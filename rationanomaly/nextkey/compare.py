@@ -28,7 +28,7 @@ from rationanomaly.nextkey.models import META_FILE, read_meta
 from rationanomaly.nextkey.ngram import DEFAULT_ORDER, train_ngram
 from rationanomaly.nextkey.reward import LOGGPT_REWARD
 from rationanomaly.nextkey.sequences import split_normal
-from rationanomaly.nextkey.train import LOGGPT, LOGNEO, PRETRAIN, TrainConfig, train
+from rationanomaly.nextkey.train import LOGGPT, LOGNEO, PRETRAIN, RESUME_FILE, TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def run_row(
     out = output_dir / row
     evaluation_path = out / EVALUATION_FILE
     if not evaluation_path.is_file():
-        if not (out / META_FILE).is_file() or (out / "resume.pt").is_file():
+        if not (out / META_FILE).is_file() or (out / RESUME_FILE).is_file():
             if row == NGRAM_ROW:
                 train_ngram(split.train, out, DEFAULT_ORDER, base.dataset, base.top_k, base.framing)
             else:

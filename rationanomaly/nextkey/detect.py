@@ -20,16 +20,18 @@ from pathlib import Path
 
 import torch
 
-from rationanomaly.evaluate import binary_metrics
+from rationanomaly.evaluate import binary_metrics, flag_labels
 from rationanomaly.io import write_json_atomic
-from rationanomaly.labels import ABNORMAL, NORMAL
 from rationanomaly.nextkey.keys import PAD_ID, UNK_ID, KeyVocabulary, read_sequences
 from rationanomaly.nextkey.models import (
     NGRAM,
     ModelFolderError,
+    check_lengths,
     load_model,
+    model_positions,
     read_meta,
     set_cpu_threads,
+    set_matmul_precision,
     vocabulary_of,
 )
 
@@ -103,10 +105,13 @@ def model_worst_ranks(
     sequences: Sequence[Sequence[int]],
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
+    source: str | Path = "sequences",
 ) -> list[int]:
-    """Worst rank of every sequence under a causal LM (0 when a sequence has no scored position)."""
+    """Worst rank of every sequence under a causal LM (0 when a sequence has no scored position); a sequence too
+    long for the model is refused before any forward pass, naming `source`."""
     from tqdm import tqdm
 
+    check_lengths(sequences, vocab, model_positions(model), source)
     device = next(model.parameters()).device
     candidates, unseen = candidate_mask(vocab, device), unseen_rank(vocab)
     encoded = vocab.encode_all(sequences)
@@ -129,8 +134,8 @@ def model_worst_ranks(
 
 def detection_metrics(normal_worst: Sequence[int], abnormal_worst: Sequence[int], top_k: int) -> dict:
     """P/R/F1 of the abnormal class, FPR and the confusion counts at one K (abnormal iff worst rank > K)."""
-    truth = [NORMAL] * len(normal_worst) + [ABNORMAL] * len(abnormal_worst)
-    predicted = [ABNORMAL if rank > top_k else NORMAL for rank in [*normal_worst, *abnormal_worst]]
+    truth = flag_labels([0] * len(normal_worst) + [1] * len(abnormal_worst))
+    predicted = flag_labels(rank > top_k for rank in [*normal_worst, *abnormal_worst])
     metrics = asdict(binary_metrics(truth, predicted))
     return {**{key: metrics[key] for key in REPORTED}, "top_k": top_k}
 
@@ -158,7 +163,7 @@ def evaluate_worst_ranks(
     }
 
 
-WorstRanks = Callable[[Sequence[Sequence[int]]], list[int]]
+WorstRanks = Callable[..., list[int]]  # (sequences, source=path naming them in errors) -> worst ranks
 
 
 def load_detector(
@@ -174,6 +179,7 @@ def load_detector(
     model, meta, vocab = load_model(model_dir)
     cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     set_cpu_threads(threads, "cuda" if cuda else "cpu")
+    set_matmul_precision("cuda" if cuda else "cpu")
     return partial(model_worst_ranks, model.to("cuda" if cuda else "cpu"), vocab, progress=progress), vocab, meta
 
 
@@ -205,14 +211,14 @@ def evaluate_detector(
     check_vocabulary_fits(model_dir, vocabulary_of(read_meta(model_dir), model_dir), normal_path, normal)
     score, vocab, meta = load_detector(model_dir, device, threads, progress)
     candidates = len(vocab.candidate_ids())
-    k = top_k or meta.get("top_k")
+    k = top_k if top_k is not None else meta.get("top_k")
     if not k or not 1 <= k < candidates:
         raise ValueError(
             f"top_k={k}; choose K between 1 and {candidates - 1} (the model predicts {candidates} "
             "candidates; at K = all of them only keys never seen in training are flagged)"
         )
     started = time.perf_counter()
-    normal_worst, abnormal_worst = score(normal), score(abnormal)
+    normal_worst, abnormal_worst = score(normal, source=normal_path), score(abnormal, source=abnormal_path)
     record = {
         **evaluate_worst_ranks(normal_worst, abnormal_worst, k, vocab),
         "model": str(model_dir),

@@ -11,7 +11,7 @@ is the same in practice (training never shows it), the mask only makes it explic
 
 Framing:
 - `session` (HDFS blocks, DeepLog files): `<bos> k1 .. kn <eos>`; every key and the end are scored, so a session
-  that stops early is caught at its `<eos>` (most of DeepLog's abnormal HDFS sessions are 2-3 keys long).
+  that stops early is caught at its `<eos>` (36% of DeepLog's abnormal HDFS sessions are 2-3 keys long).
   LogGPT's code scores from k2 on; we also score k1 (predicted from `<bos>` alone).
 - `window` (BGL/Thunderbird time or line windows): `<bos> k1 .. kn`, scored from k2 on; a window starts and ends
   at an arbitrary time, so neither its first key nor its end says anything (LogGPT: no `<bos>`/`<eos>` there).
@@ -33,6 +33,8 @@ FRAMINGS = (SESSION, WINDOW)
 # LogGPT's K per dataset (args/*_config.py in nokia/LogGPT); K = min(floor(0.95 * keys), this).
 DATASET_TOP_K = {"hdfs": 7, "bgl": 80, "thunderbird": 690}
 TOP_K_SHARE = 0.95  # LogGPT: K never exceeds 95% of the keys, or every key would be "predicted"
+MAX_POSITIONS = 512  # LogGPT's n_positions: the context of a model built from scratch, special tokens included
+FRAMING_TOKENS = {SESSION: 2, WINDOW: 1}  # <bos> and <eos> around a session's keys, <bos> before a window's
 
 
 class SequenceFormatError(ValueError):
@@ -86,6 +88,11 @@ def format_sequences(sequences: Iterable[Sequence[int]]) -> str:
 def write_sequences(path: str | Path, sequences: Iterable[Sequence[int]]) -> Path:
     """Write sequences in the DeepLog format, atomically."""
     return write_text_atomic(path, format_sequences(sequences))
+
+
+def max_keys(n_positions: int, framing: str) -> int:
+    """The most keys one sequence may hold in a model of `n_positions` positions: the framing's tokens take the rest."""
+    return n_positions - FRAMING_TOKENS[framing]
 
 
 def default_top_k(key_count: int, limit: int) -> int:

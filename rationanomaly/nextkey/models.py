@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rationanomaly.io import write_json_atomic
-from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, PAD_ID, KeyVocabulary
+from rationanomaly.nextkey.keys import BOS_ID, EOS_ID, MAX_POSITIONS, PAD_ID, KeyVocabulary, max_keys
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ GPT2, GPT_NEO = "gpt2", "gpt-neo"
 ARCHS = (GPT2, GPT_NEO)
 META_FILE = "nextkey.json"
 TRANSFORMER, NGRAM = "transformer", "ngram"
-MAX_POSITIONS = 512  # LogGPT's max_lens; sequences are cut to fit by `sequences --max_len`
-
 
 CPU_THREADS = 1  # measured on 2 shared cores: a 0.3 M-parameter step took 27 ms on 1 thread, 3 s on 2 (OpenMP
 # threads spin-waiting for cores other jobs hold); small models gain nothing from more. --threads overrides.
@@ -39,8 +37,49 @@ def set_cpu_threads(threads: int | None, device: torch.device | str) -> None:
         torch.set_num_threads(threads or CPU_THREADS)
 
 
+def set_matmul_precision(device: torch.device | str) -> None:
+    """Let fp32 matrix products use TF32 on a GPU; a CPU run is left alone.
+
+    The models are trained and scored in fp32 (no mixed precision), and PyTorch keeps TF32 off for matmuls by
+    default, so without this an Ampere-or-later GPU runs them at a fraction of its tensor-core speed. TF32 keeps
+    fp32's range and a 10-bit mantissa, ample for next-key logits whose ranks, not last digits, decide detection.
+    """
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
 class ModelFolderError(ValueError):
     """A model folder that is missing, not a next-key model, or made for another key vocabulary."""
+
+
+class SequenceTooLongError(ValueError):
+    """A key sequence that, framed, needs more positions than the model has (its position embedding would fail)."""
+
+
+def model_positions(model) -> int | None:
+    """How many token positions the model has (n_positions for GPT-2, max_position_embeddings for GPT-Neo); None
+    for a model without a config naming one (no limit to check)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return None if positions is None else int(positions)
+
+
+def check_lengths(sequences, vocab: KeyVocabulary, n_positions: int | None, source: str | Path) -> None:
+    """Refuse, before any forward pass, the first sequence whose framed tokens exceed the model's positions.
+
+    Past them GPT-2/GPT-Neo index their position embedding out of range: an IndexError on a CPU, a device-side
+    assert that kills the process on a GPU. `n_positions` None: no limit.
+    """
+    if n_positions is None:
+        return
+    limit = max_keys(n_positions, vocab.framing)
+    for index, sequence in enumerate(sequences):
+        if len(sequence) > limit:
+            raise SequenceTooLongError(
+                f"{source}: sequence {index + 1} holds {len(sequence)} keys, {len(sequence) + n_positions - limit} "
+                f"tokens framed as a {vocab.framing}; the model has n_positions={n_positions}, so at most {limit} "
+                "keys fit: cut or drop the longer sequences (`nextkey sequences --max_len` cuts time windows) or "
+                "use a model with more positions"
+            )
 
 
 @dataclass(frozen=True)

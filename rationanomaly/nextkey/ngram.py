@@ -53,8 +53,11 @@ class NgramModel:
             self._ranks[key] = table
         return table
 
-    def worst_ranks(self, sequences: Sequence[Sequence[int]]) -> list[int]:
-        """Worst rank of the real keys over the scored positions of each sequence (0 when none is scored)."""
+    def worst_ranks(self, sequences: Sequence[Sequence[int]], source: object = None) -> list[int]:
+        """Worst rank of the real keys over the scored positions of each sequence (0 when none is scored).
+
+        `source` is the transformer detector's (it names the file of a too-long sequence); counts take any length.
+        """
         from rationanomaly.nextkey.detect import unseen_rank
 
         unseen = unseen_rank(self.vocab)
@@ -134,7 +137,7 @@ def train_ngram(
     model = fit_ngram(sequences, vocab, order)
     extra = {
         "method": NGRAM,
-        "top_k": top_k or default_top_k(len(vocab.keys), DATASET_TOP_K[dataset]),
+        "top_k": top_k if top_k is not None else default_top_k(len(vocab.keys), DATASET_TOP_K[dataset]),
         "train": str(train_path),
         "sequences": {"train": len(sequences)},
         "seconds": time.perf_counter() - started,

@@ -54,32 +54,56 @@ LOGGPT_REWARD = RewardParams(alpha=0.0, beta=0.0, decay=0.0, kappa=0.0)  # every
 DRAWN_FLOOR = -1e30  # logit standing in for an item already drawn (plackett_luce_log_prob)
 
 
+def _as_float64(value: float | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+def hit_weights(u: torch.Tensor, params: RewardParams) -> torch.Tensor:
+    """w_hit(u) = 1 + alpha * exp(-lambda * u), element-wise: a correct prediction early in the sequence earns more."""
+    return 1.0 + params.alpha * torch.exp(-params.decay * u)
+
+
+def miss_ramps(u: torch.Tensor, decay: float) -> torch.Tensor:
+    """(1 - exp(-lambda * u)) / (1 - exp(-lambda)), element-wise: 0 at u = 0 up to 1 at u = 1 (u for lambda = 0)."""
+    if decay == 0:
+        return u
+    return torch.expm1(-decay * u) / math.expm1(-decay)
+
+
+def rank_credits(ranks: torch.Tensor, top_k: int, kappa: float) -> torch.Tensor:
+    """credit(rho) = exp(-kappa * (rho - 1) / (K - 1)), element-wise: decays from rank 1 to rank K (1 when K = 1)."""
+    ranks = ranks.to(torch.float64)
+    if top_k <= 1:
+        return torch.ones_like(ranks)
+    return torch.exp(-kappa * (ranks - 1.0) / (top_k - 1))
+
+
+def reward_values(ranks: torch.Tensor, u: torch.Tensor, top_k: int, params: RewardParams) -> torch.Tensor:
+    """The reward (module docstring) in float64, element-wise over ranks (> K or 0 = miss) and positions u: the one
+    place the formula is written; `step_reward` and `step_rewards` both read it."""
+    u = _as_float64(u)
+    hit = (ranks >= 1) & (ranks <= top_k)
+    miss_cost = 1.0 + params.beta * miss_ramps(u, params.decay)
+    return torch.where(hit, hit_weights(u, params) * rank_credits(ranks, top_k, params.kappa), -miss_cost)
+
+
 def hit_weight(u: float, params: RewardParams) -> float:
-    """w_hit(u) = 1 + alpha * exp(-lambda * u): a correct prediction early in the sequence earns more."""
-    return 1.0 + params.alpha * math.exp(-params.decay * u)
+    """`hit_weights` of one position."""
+    return float(hit_weights(_as_float64(u), params))
 
 
 def miss_ramp(u: float, decay: float) -> float:
-    """(1 - exp(-lambda * u)) / (1 - exp(-lambda)), rising from 0 at u = 0 to 1 at u = 1 (u itself for lambda = 0)."""
-    if decay == 0:
-        return u
-    return math.expm1(-decay * u) / math.expm1(-decay)
-
-
-def miss_weight(u: float, params: RewardParams) -> float:
-    """w_miss(u) = 1 + beta * ramp(u): a miss late in the sequence costs more."""
-    return 1.0 + params.beta * miss_ramp(u, params.decay)
+    """`miss_ramps` of one position."""
+    return float(miss_ramps(_as_float64(u), decay))
 
 
 def rank_credit(rank: int, top_k: int, kappa: float) -> float:
-    """credit(rho) = exp(-kappa * (rho - 1) / (K - 1)): partial credit that decays from rank 1 to rank K."""
-    if top_k <= 1:
-        return 1.0
-    return math.exp(-kappa * (rank - 1) / (top_k - 1))
+    """`rank_credits` of one rank."""
+    return float(rank_credits(torch.tensor(rank), top_k, kappa))
 
 
 def step_reward(rank: int | None, u: float, top_k: int, params: RewardParams = RewardParams()) -> float:
-    """The reward of one scored position (module docstring): `rank` None or > K is a miss.
+    """The reward of one scored position (`reward_values` of one cell): `rank` None or > K is a miss.
 
     `u` is the position's relative place in [0, 1]; `rank` counts from 1.
     """
@@ -87,9 +111,7 @@ def step_reward(rank: int | None, u: float, top_k: int, params: RewardParams = R
         raise ValueError(f"u={u}; the relative position lies in [0, 1]")
     if rank is not None and rank < 1:
         raise ValueError(f"rank={rank}; ranks count from 1")
-    if rank is None or rank > top_k:
-        return -miss_weight(u, params)
-    return hit_weight(u, params) * rank_credit(rank, top_k, params.kappa)
+    return float(reward_values(torch.tensor(0 if rank is None else rank), _as_float64(u), top_k, params))
 
 
 def relative_positions(count: int) -> list[float]:
@@ -100,16 +122,8 @@ def relative_positions(count: int) -> list[float]:
 
 
 def step_rewards(ranks: torch.Tensor, u: torch.Tensor, top_k: int, params: RewardParams) -> torch.Tensor:
-    """`step_reward` over tensors of ranks (ints, > K or 0 = miss) and relative positions, element-wise."""
-    u = u.to(torch.float64)
-    hit = (ranks >= 1) & (ranks <= top_k)
-    w_hit = 1.0 + params.alpha * torch.exp(-params.decay * u)
-    ramp = u if params.decay == 0 else torch.expm1(-params.decay * u) / math.expm1(-params.decay)
-    w_miss = 1.0 + params.beta * ramp
-    credit = (
-        torch.ones_like(u) if top_k <= 1 else torch.exp(-params.kappa * (ranks.to(torch.float64) - 1.0) / (top_k - 1))
-    )
-    return torch.where(hit, w_hit * credit, -w_miss).to(torch.float32)
+    """`reward_values` as float32, the dtype training uses (ranks: ints, > K or 0 = miss)."""
+    return reward_values(ranks, u, top_k, params).to(torch.float32)
 
 
 def gumbel_top_k(logits: torch.Tensor, k: int, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rationanomaly.io import write_json_atomic
 from rationanomaly.loaders import DataFormatError, line_labels, load_structured_log, read_table
-from rationanomaly.nextkey.keys import KeySequence, write_sequences
+from rationanomaly.nextkey.keys import MAX_POSITIONS, SESSION, KeySequence, max_keys, write_sequences
 from rationanomaly.sessions import DEFAULT_WINDOW, build_sessions
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 BLOCK, TIME, LINES = "block", "time", "lines"
 GROUPINGS = (BLOCK, TIME, LINES)
 WINDOW_SECONDS, STEP_SECONDS = 60, 30  # LogGPT (BGL, Thunderbird)
-MAX_LEN = 512  # LogGPT's max_lens, also the models' context
+# LogGPT's max_lens is 512, its models' n_positions; with <bos> (and <eos>) a 512-key window would need 513-514
+# positions, so the default keeps what fits a default model in either framing: 510 keys.
+MAX_LEN = max_keys(MAX_POSITIONS, SESSION)
 BLOCK_ID = re.compile(r"blk_-?\d+")
 EVENT_NUMBER = re.compile(r"^E(\d+)$")
 KEYS_FILE, META_FILE = "keys.json", "sequences.json"

@@ -38,11 +38,13 @@ an episode that improves it by less than 1% on the previous one counts, and the 
 The best episode is kept (episode 1 at least, as LogGPT). RL runs in eval mode (dropout off), so old and new
 log-probabilities differ only through the update.
 
-Distributed: launched by `torchrun --nproc_per_node N -m rationanomaly.nextkey train ...` each process takes
-every N-th sequence of each global batch, DistributedDataParallel averages the gradients, and every loss is
-normalised by the *global* batch's token (or position, or sequence) count, so N processes compute the same step
-as one process on the whole batch. Validation runs whole on every rank (same numbers, same stop decision, no
-communication); rank 0 writes. Backend: nccl on GPUs, gloo on CPUs.
+Distributed: launched by `torchrun --nproc_per_node N -m rationanomaly.nextkey train ...` each process takes every
+N-th sequence of each global batch, DistributedDataParallel averages the gradients, and every loss is normalised by
+the *global* batch's token (or position, or sequence) count, and LogNEO mode's advantage scale is the standard
+deviation over the global batch (count, sum and sum of squares all-reduced), so N processes compute the same step as
+one process on the whole batch, given the same drawn lists (each rank draws its own lists, from seeds that include
+its rank, so an RL run on N processes is not bit-identical to one on a single process). Validation runs whole on
+every rank (same numbers, same stop decision, no communication); rank 0 writes. Backend: nccl on GPUs, gloo on CPUs.
 
 Outputs in --output_dir: the model (save_pretrained) and nextkey.json, metrics.jsonl (one
 `{"step": N, "data": {...}}` line per epoch and episode, in verl's file-logger layout, so
@@ -62,7 +64,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -96,10 +98,13 @@ from rationanomaly.nextkey.models import (
     ModelFolderError,
     ModelShape,
     build_model,
+    check_lengths,
     init_from_folder,
+    model_positions,
     read_meta,
     save_model,
     set_cpu_threads,
+    set_matmul_precision,
     vocabulary_of,
 )
 from rationanomaly.nextkey.reward import (
@@ -157,6 +162,11 @@ class TrainConfig:
             raise ValueError(f"method={self.method!r}; use one of {METHODS}")
         if self.method == LOGNEO and self.samples < 2:
             raise ValueError(f"samples={self.samples}; the leave-one-out baseline needs at least 2 lists per position")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k}; K is at least 1 (or None for LogGPT's K of the dataset)")
+        for name in ("batch_size", "rl_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; use 1 or more")
         if not 0.0 <= self.validation_ratio < 1.0:
             raise ValueError(f"validation_ratio={self.validation_ratio}; use a fraction in [0, 1)")
 
@@ -199,19 +209,31 @@ def teardown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
+def check_batch_sizes(config: TrainConfig, pretrain_epochs: int, world: int) -> None:
+    """Refuse a batch smaller than the number of processes: every batch would be dropped and no update made."""
+    used = [("batch_size", config.batch_size)] if pretrain_epochs > 0 else []
+    used += [("rl_batch_size", config.rl_batch_size)] if config.method != PRETRAIN else []
+    for name, size in used:
+        if size < world:
+            raise ValueError(
+                f"--{name} {size} is smaller than the {world} processes: each batch must give every process a "
+                f"sequence, so no update would be made; use --{name} {world} or more, or fewer processes"
+            )
+
+
 def derived_seed(*parts: object) -> int:
     """A 63-bit seed from the run seed and a place in the run: the same place always draws the same numbers."""
     return random.Random("-".join(str(p) for p in parts)).getrandbits(63)
 
 
 def split_validation(sequences: list, ratio: float, seed: int) -> tuple[list, list]:
-    """Seeded shuffle, then the last `ratio` validate (at least one sequence each side when there are two)."""
+    """Seeded shuffle, then the last `ratio` validate (at least one sequence each side when there are two):
+    `sequences.split_normal` with the train size this ratio leaves."""
+    from rationanomaly.nextkey.sequences import split_normal  # lazily: it brings pandas, which training never needs
+
     if ratio == 0 or len(sequences) < 2:
         return list(sequences), []
-    shuffled = list(sequences)
-    random.Random(seed).shuffle(shuffled)
-    cut = min(len(shuffled) - 1, max(1, round(len(shuffled) * (1 - ratio))))
-    return shuffled[:cut], shuffled[cut:]
+    return split_normal(sequences, min(len(sequences) - 1, max(1, round(len(sequences) * (1 - ratio)))), seed)
 
 
 def global_batches(count: int, batch_size: int, world: int, seed: int, phase: str, epoch: int) -> list[list[int]]:
@@ -259,6 +281,18 @@ def mean_reward(
             total += float(rewards[mask].sum())
             count += int(mask.sum())
     return total / max(count, 1)
+
+
+def batch_std(values: torch.Tensor, world: int = 1) -> torch.Tensor:
+    """Standard deviation (unbiased, as `torch.std`) of `values` over the whole batch: with `world` > 1 each rank's
+    count, sum and sum of squares are all-reduced, so every rank divides by the same number one process would."""
+    flat = values.detach().to(torch.float64).reshape(-1)
+    moments = torch.stack([flat.new_tensor(float(flat.numel())), flat.sum(), (flat * flat).sum()])
+    if world > 1:
+        torch.distributed.all_reduce(moments)
+    count, total, squares = moments.unbind()
+    variance = (squares - total * total / count.clamp_min(1)) / (count - 1).clamp_min(1)
+    return variance.clamp_min(0).sqrt().to(values.dtype)
 
 
 def scored_count(encoded_rows: Sequence[Sequence[int]], first_scored: int) -> int:
@@ -375,10 +409,13 @@ class Trainer:
         self.train_path, self.validation_path = train_path, validation_path
         self.dist = setup_distributed(device)
         set_cpu_threads(threads, self.dist.device)
+        set_matmul_precision(self.dist.device)
         self.progress = progress and self.dist.main
         train = read_sequences(train_path)
+        files = [(train_path, train)]
         if validation_path is not None:
             validation = read_sequences(validation_path)
+            files.append((validation_path, validation))
         else:
             train, validation = split_validation(train, config.validation_ratio, config.seed)
         if not validation:
@@ -387,17 +424,20 @@ class Trainer:
                 "--validation FILE or more sequences"
             )
         self.vocab, model, self.arch, init_meta = self._model(train + validation)
+        for path, sequences in files:
+            check_lengths(sequences, self.vocab, model_positions(model), path)
         from_nextkey = init_meta is not None
         self.top_k = (
             config.top_k
-            or (init_meta or {}).get("top_k")
-            or default_top_k(len(self.vocab.keys), DATASET_TOP_K[config.dataset])
+            if config.top_k is not None
+            else (init_meta or {}).get("top_k") or default_top_k(len(self.vocab.keys), DATASET_TOP_K[config.dataset])
         )
         self.train, self.validation = self.vocab.encode_all(train), self.vocab.encode_all(validation)
         epochs = config.pretrain_epochs
         if epochs is None:
             epochs = 0 if from_nextkey and config.method != PRETRAIN else PRETRAIN_EPOCHS
         self.pretrain_epochs = epochs
+        check_batch_sizes(config, epochs, self.dist.world)
         self.model = model.to(self.dist.device)
         self.candidates = candidate_mask(self.vocab, self.dist.device)
         self.candidate_ids = self.candidates.nonzero().squeeze(-1)
@@ -470,7 +510,8 @@ class Trainer:
             torch.save(
                 {
                     "fingerprint": self.fingerprint(),
-                    "state": asdict(self.state),
+                    # asdict would deep-copy every tensor of the best and reference snapshots on each save
+                    "state": {f.name: getattr(self.state, f.name) for f in fields(self.state)},
                     "model": self.model.state_dict(),
                     "optimizer": optimizer,
                 },
@@ -481,7 +522,9 @@ class Trainer:
         path = self.output_dir / RESUME_FILE
         if not path.is_file():
             return False
-        saved = torch.load(path, map_location=self.dist.device, weights_only=False)
+        # Snapshots were saved on the CPU and stay there; load_state_dict copies the weights (and the optimiser its
+        # state) onto the parameters' device, so nothing is put on the GPU twice.
+        saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved["fingerprint"] != self.fingerprint():
             raise ValueError(
                 f"{path}: left by a run with other settings or inputs; delete it to start over, or "
@@ -734,7 +777,7 @@ class Trainer:
             rewards = step_rewards(ranks, u, self.top_k, config.reward)
             advantages = rewards - (rewards.sum(-1, keepdim=True) - rewards) / (samples - 1)
             if config.advantage_scale:
-                advantages = advantages / advantages.std().clamp_min(ADVANTAGE_FLOOR)
+                advantages = advantages / batch_std(advantages, self.dist.world).clamp_min(ADVANTAGE_FLOOR)
             old_log_p = torch.log_softmax(old[:, self.candidate_ids], -1)
             reference = (
                 None
