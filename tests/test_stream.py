@@ -354,6 +354,18 @@ def test_messages_of_a_dead_consumer_are_claimed_after_the_idle_time():
     assert client.xpending("logs.raw", "rationanomaly")["pending"] == 0
 
 
+def test_claims_walk_the_whole_pending_list_page_by_page():
+    client = fakeredis.FakeRedis()
+    feed_fake(client, read_lines(SAMPLE_LOG)[:25])
+    RedisTransport(client, "dead").read(25, 0.01)
+    # idle 0 ms: every pending entry is claimable at once, including the page this worker claimed just before
+    taker = RedisTransport(client, "taker", claim_idle_ms=0)
+    pages = [taker.read(10, 0.01) for _ in range(3)]
+    assert [len(page) for page in pages] == [10, 10, 5]  # restarting at 0-0 gave [10, 0, 0]
+    assert sorted(int(e.seq) for page in pages for e in page) == list(range(25))
+    assert taker._claim_cursor == "0-0"  # the last page wrapped: the next pass starts over
+
+
 def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_path: Path):
     from rationanomaly.stream.service import restore_parser
 
