@@ -25,7 +25,13 @@ from rationanomaly.stream.engine import CACHE, MODEL, DetectionEngine, MemoryWin
 from rationanomaly.stream.events import Event, LineVerdict, clean_line, decode_event  # noqa: E402
 from rationanomaly.stream.feed import read_lines  # noqa: E402
 from rationanomaly.stream.parser import TemplateParser, log_content, template_key  # noqa: E402
-from rationanomaly.stream.redis_transport import RedisTransport, RedisVerdicts  # noqa: E402
+from rationanomaly.stream.redis_transport import (  # noqa: E402
+    DONE_TTL_S,
+    WINDOW_PREFIX,
+    WINDOW_TTL_S,
+    RedisTransport,
+    RedisVerdicts,
+)
 from rationanomaly.stream.service import StopFlag, run_worker  # noqa: E402
 
 SAMPLE_LOG = SAMPLE_DATA_DIR / "bgl_structured.csv"
@@ -364,6 +370,16 @@ def test_claims_walk_the_whole_pending_list_page_by_page():
     assert [len(page) for page in pages] == [10, 10, 5]  # restarting at 0-0 gave [10, 0, 0]
     assert sorted(int(e.seq) for page in pages for e in page) == list(range(25))
     assert taker._claim_cursor == "0-0"  # the last page wrapped: the next pass starts over
+
+
+def test_an_open_window_hash_expires_and_a_finished_one_leaves_only_its_marker():
+    client = fakeredis.FakeRedis()
+    feed_fake(client, read_lines(SAMPLE_LOG)[:150])  # window 0 fills, window 1 stays half open
+    serve_fake(client, CountingDetector())
+    open_hash, done_hash = f"{WINDOW_PREFIX}log:1", f"{WINDOW_PREFIX}log:0"
+    assert client.hlen(open_hash) == 50
+    assert 0 < client.ttl(open_hash) <= WINDOW_TTL_S  # without a TTL (-1) a window that never fills stays for ever
+    assert not client.exists(done_hash) and 0 < client.ttl(f"{done_hash}:done") <= DONE_TTL_S
 
 
 def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_path: Path):

@@ -35,18 +35,23 @@ CLAIM_IDLE_MS = 30_000  # ours: a message pending this long belongs to a dead wo
 CLAIM_START = "0-0"  # XAUTOCLAIM's cursor at the start of the pending list (and what it returns after the end)
 RECONNECT_S = 60.0  # ours: how long a worker waits for Redis to come back before it exits
 DONE_TTL_S = 86_400  # a finished window's marker outlives any redelivery of its lines
+# ours: an open window's hash expires this long after its last line, so a window that never fills (a log that stops
+# mid-window, a lost line) cannot hold memory for ever; same order as DONE_TTL_S, far beyond any redelivery delay
+WINDOW_TTL_S = 86_400
 
 # Per line: record its verdict and template key in its window's hash unless the window is finished; when the hash
 # is full, publish the window verdict with the template keys in line order (what a window detector scores), drop
-# the hash and mark the window done (so a late redelivery cannot reopen it).
+# the hash and mark the window done (so a late redelivery cannot reopen it). Each line renews the open hash's TTL.
 WINDOW_SCRIPT = """
 local size, prefix, now, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local open_ttl = tonumber(ARGV[5])
 local finished = 0
-for i = 5, #ARGV, 5 do
+for i = 6, #ARGV, 5 do
   local src, window, seq, verdict, tkey = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hash = prefix .. src .. ':' .. window
   if redis.call('EXISTS', hash .. ':done') == 0 then
     redis.call('HSET', hash, seq, verdict .. ' ' .. tkey)
+    redis.call('EXPIRE', hash, open_ttl)
     if redis.call('HLEN', hash) >= size then
       local flat, lines, abnormal, tkeys = redis.call('HGETALL', hash), {}, 0, {}
       for j = 1, #flat, 2 do
@@ -289,7 +294,15 @@ class RedisTransport:
                 ]
         if window_args:
             pipe.eval(
-                WINDOW_SCRIPT, 1, self.windows_stream, self.window, WINDOW_PREFIX, stamp, DONE_TTL_S, *window_args
+                WINDOW_SCRIPT,
+                1,
+                self.windows_stream,
+                self.window,
+                WINDOW_PREFIX,
+                stamp,
+                DONE_TTL_S,
+                WINDOW_TTL_S,
+                *window_args,
             )
         if snapshot is not None:
             pipe.set(SNAPSHOT_KEY, json.dumps(snapshot))
