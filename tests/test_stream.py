@@ -4,7 +4,9 @@ and the Redis transport's transaction on fakeredis (no broker process)."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,17 @@ from rationanomaly.baselines import keyword_label  # noqa: E402
 from rationanomaly.evaluate import UNKNOWN  # noqa: E402
 from rationanomaly.labels import ABNORMAL, NORMAL  # noqa: E402
 from rationanomaly.paths import SAMPLE_DATA_DIR  # noqa: E402
+from rationanomaly.predict import openai_backend  # noqa: E402
 from rationanomaly.predict.backends import Request  # noqa: E402
 from rationanomaly.stream import detectors, events  # noqa: E402
+from rationanomaly.stream import engine as engine_module  # noqa: E402
 from rationanomaly.stream import offline as stream_offline  # noqa: E402
 from rationanomaly.stream.engine import CACHE, MODEL, DetectionEngine, MemoryWindows, ModelWorker  # noqa: E402
 from rationanomaly.stream.events import Event, LineVerdict, clean_line, decode_event  # noqa: E402
 from rationanomaly.stream.feed import read_lines  # noqa: E402
 from rationanomaly.stream.parser import TemplateParser, log_content, template_key  # noqa: E402
 from rationanomaly.stream.redis_transport import (  # noqa: E402
+    CLAIM_IDLE_MS,
     DONE_TTL_S,
     WINDOW_PREFIX,
     WINDOW_TTL_S,
@@ -423,6 +428,55 @@ def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
     body = next(b for b in server.bodies if "<*>" in b["messages"][-1]["content"])
     assert body["messages"] == chat_messages("kernel panic in thread <*>", COT_SYSTEM_PROMPT)
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.1, 0.7)
+
+
+class _OverloadedHandler(BaseHTTPRequestHandler):
+    """An endpoint that answers every chat completion with HTTP 503 (a model server that stays overloaded)."""
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts += 1
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def overloaded_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OverloadedHandler)
+    server.posts = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_detector_is_retried_by_its_backend_only_with_a_short_timeout(overloaded_server, monkeypatch):
+    monkeypatch.setattr(openai_backend, "BACKOFF_SECONDS", 0.0)
+    server, url = overloaded_server
+    detector = detectors.make_template_detector("openai", model="tiny", base_url=url)
+    assert detector.backend.timeout == detectors.STREAM_REQUEST_TIMEOUT_S
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, retry_backoff_s=0.01))
+    verdicts = drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
+    engine.model.stop()
+    assert [v.verdict for v in verdicts] == [UNKNOWN]
+    assert engine.model.retries == 1
+    assert server.posts == openai_backend.RETRIES  # 3 attempts, not the engine's 3 x the backend's 3
+
+
+def test_stream_request_timeout_gives_up_before_other_workers_claim_the_held_lines():
+    backoff = sum(openai_backend.BACKOFF_SECONDS * attempt for attempt in range(1, openai_backend.RETRIES))
+    worst = openai_backend.RETRIES * detectors.STREAM_REQUEST_TIMEOUT_S + backoff
+    assert worst < CLAIM_IDLE_MS / 1000.0
+    # offline prediction keeps its own long timeout
+    assert inspect.signature(openai_backend.OpenAIBackend).parameters["timeout"].default == 600.0
+
+
+def test_engine_keeps_its_own_retries_for_detectors_that_do_not_retry():
+    assert ModelWorker(CountingDetector()).retries == engine_module.RETRIES
 
 
 @pytest.mark.slow
