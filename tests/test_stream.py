@@ -203,6 +203,48 @@ def test_engine_gives_unknown_after_the_retries_and_asks_again_next_time():
     assert detector.calls == 4
 
 
+class GatedDetector(CountingDetector):
+    """Keyword labels, one call at a time: each call waits until the test lets it through."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+        self.sizes: list[int] = []
+
+    def classify(self, templates):
+        assert self.gate.acquire(timeout=10), "the test never let the call through"
+        self.sizes.append(len(templates))
+        return super().classify(templates)
+
+
+def test_engine_held_lines_drop_by_the_lines_each_answer_releases():
+    detector = GatedDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, max_batch=1))
+    lines = [b"fan module failed"] * 5 + [b"job started ok"] * 3 + [b"link is down now"] * 2
+    assert engine.submit(make_events(lines)) == [] and engine.held_lines == 10
+    released = []
+    for left in (5, 2, 0):  # one template answered at a time, in the order asked
+        detector.gate.release()
+        released += engine.collect(timeout=10)
+        assert engine.held_lines == left == sum(len(waiting) for waiting in engine.held.values())
+    engine.model.stop()
+    assert len(released) == 10
+
+
+def test_build_engine_gives_the_model_thread_its_batch_size_from_the_start():
+    from rationanomaly.stream.service import build_engine
+
+    detector = GatedDetector()
+    engine = build_engine(TemplateParser(), detector, max_batch=2)
+    assert engine.model.max_batch == 2
+    engine.submit(make_events([b"fan module failed", b"job started ok", b"link is down now", b"disk is full"]))
+    for _ in range(4):  # a permit for every call the four templates could take
+        detector.gate.release()
+    drain_engine(engine, [])
+    engine.model.stop()
+    assert max(detector.sizes) <= 2 and sum(detector.sizes) == 4  # never the default 64 in one call
+
+
 def test_engine_answers_empty_and_missing_lines_without_the_model():
     detector = CountingDetector()
     engine = DetectionEngine(TemplateParser(), ModelWorker(detector))

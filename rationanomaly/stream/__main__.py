@@ -206,8 +206,7 @@ def serve(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         latency_ms=args.fake_latency_ms,
     )
-    engine = build_engine(parser, detector, RedisVerdicts(client) if client is not None else None)
-    engine.model.max_batch = args.max_batch
+    engine = build_engine(parser, detector, RedisVerdicts(client) if client is not None else None, args.max_batch)
     try:
         stats = run_worker(
             transport,

@@ -203,9 +203,9 @@ class DetectionEngine:
             timeout = 0.0
             if label != UNKNOWN:  # an unanswered template is asked again when it next occurs
                 self.local[key] = label
-            for event, template in self.held.pop(key, []):
-                released.append(LineVerdict(event, key, template, label, MODEL))
-            self.held_lines = sum(len(v) for v in self.held.values())
+            waiting = self.held.pop(key, [])
+            released.extend(LineVerdict(event, key, template, label, MODEL) for event, template in waiting)
+            self.held_lines -= len(waiting)  # not a sum over every held template per answer
 
 
 class MemoryWindows:
