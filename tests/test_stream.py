@@ -440,6 +440,44 @@ def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_pa
     assert parser.cluster_count == run["stats"].templates > 0
 
 
+class SnapshotlessTransport:
+    """A broker that keeps no Drain snapshot (as Kafka): hands out its events once, records what is published."""
+
+    def __init__(self, events: list[Event]):
+        self.events, self.published, self.windows_finished = events, [], 0
+
+    def read(self, count, block_s):
+        batch, self.events = self.events[:count], self.events[count:]
+        return batch
+
+    def publish(self, verdicts, snapshot=None):
+        assert snapshot is None  # snapshot_in_transport=False: nothing reaches the broker
+        self.published += verdicts
+
+    def load_snapshot(self):
+        return None
+
+
+def test_a_broker_without_snapshots_keeps_and_restores_drain_through_the_snapshot_file(tmp_path: Path):
+    from rationanomaly.stream.service import restore_parser
+
+    snapshot_file = tmp_path / "drain.json"
+    transport = SnapshotlessTransport(make_events(read_lines(SAMPLE_LOG)[:400]))
+    engine = DetectionEngine(TemplateParser(), ModelWorker(CountingDetector()))
+    stats = run_worker(
+        transport,
+        engine,
+        StopFlag(),
+        idle_exit_s=0.3,
+        block_s=0.01,
+        snapshot_file=snapshot_file,
+        snapshot_in_transport=False,
+    )
+    assert len(transport.published) == 400 and stats.templates > 0
+    assert restore_parser(SnapshotlessTransport([]), snapshot_file, {}).cluster_count == stats.templates
+    assert restore_parser(SnapshotlessTransport([]), None, {}).cluster_count == 0  # no file: Drain starts empty
+
+
 def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
     from rationanomaly.prompts import COT_SYSTEM_PROMPT, chat_messages
 

@@ -206,7 +206,7 @@ class KafkaTransport:
         self._last_commit = time.monotonic()
 
     def load_snapshot(self) -> dict | None:
-        """Kafka keeps no Drain snapshot (pass --redis_url to keep one in Redis)."""
+        """Kafka keeps no Drain snapshot, nor does Redis with this transport: serve restores from --snapshot_file."""
         return None
 
     def close(self) -> None:
