@@ -565,3 +565,106 @@ def test_transformers_detector_answers_every_template_with_a_label(tiny_llama_di
     labels = detector.classify(["kernel panic in thread <*>", "job <*> started"])
     assert len(labels) == 2 and set(labels) <= {NORMAL, ABNORMAL, UNKNOWN}  # a random tiny model: any label
     assert detector.calls == 1
+
+
+class FakeKafka:
+    """Stands in for confluent_kafka in KafkaTransport: records subscriptions and commits, delivers on poll/flush."""
+
+    class KafkaException(Exception):
+        pass
+
+    class TopicPartition:
+        def __init__(self, topic, partition, offset=-1001):
+            self.topic, self.partition, self.offset = topic, partition, offset
+
+    class Message:
+        def __init__(self, topic, partition, offset, key):
+            self._where, self._key = (topic, partition, offset), key
+
+        def error(self):
+            return None
+
+        def topic(self):
+            return self._where[0]
+
+        def partition(self):
+            return self._where[1]
+
+        def offset(self):
+            return self._where[2]
+
+        def value(self):
+            return f"job {self._where[2]} finished".encode()
+
+        def key(self):
+            return self._key
+
+        def headers(self):
+            return None
+
+    class Consumer:
+        def __init__(self, config):
+            self.callbacks, self.commits, self.queue = {}, [], []
+
+        def subscribe(self, topics, **callbacks):
+            self.callbacks = callbacks
+
+        def consume(self, num_messages, timeout):
+            batch, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+            return batch
+
+        def commit(self, offsets, asynchronous):
+            self.commits.append(({(tp.partition, tp.offset) for tp in offsets}, asynchronous))
+
+        def assignment(self):
+            return []
+
+        def close(self):
+            pass
+
+    class Producer:
+        def __init__(self, config):
+            self.reports = []
+
+        def produce(self, topic, value, key, on_delivery):
+            self.reports.append(on_delivery)
+
+        def poll(self, timeout):
+            reports, self.reports = self.reports, []
+            for report in reports:
+                report(None, None)
+            return len(reports)
+
+        def flush(self, timeout):
+            self.poll(timeout)
+            return 0
+
+
+def kafka_verdicts(events):
+    return [LineVerdict(e, "k", "job <*> finished", NORMAL, CACHE) for e in events]
+
+
+def test_kafka_revoke_commits_the_revoked_partitions_and_forgets_them(monkeypatch):
+    from rationanomaly.stream import kafka_transport
+
+    monkeypatch.setattr(kafka_transport, "import_kafka", lambda: FakeKafka)
+    monkeypatch.setattr(kafka_transport, "COMMIT_EVERY_S", 0.0)
+    transport = kafka_transport.KafkaTransport("fake:9092", "in", "lines", "windows", window=100)
+    consumer, tp = transport.consumer, FakeKafka.TopicPartition
+    consumer.callbacks["on_assign"](consumer, [tp("in", 0), tp("in", 1)])
+    consumer.queue = [FakeKafka.Message("in", 0, o, b"a") for o in range(250)]
+    consumer.queue += [FakeKafka.Message("in", 1, o, b"b") for o in range(120)]
+    events = transport.read(1000, 0.0)
+    late = [e for e in events if e.id == "in:1:119"]  # held for the model while partition 1 is revoked
+    transport.publish(kafka_verdicts([e for e in events if e not in late]))
+    consumer.commits.clear()
+    consumer.callbacks["on_revoke"](consumer, [tp("in", 1)])
+    # partition 1: window 0 (offsets 0-99) closed, window 1 open from offset 100: committed there, synchronously
+    assert consumer.commits == [({(1, 100)}, False)]
+    assert transport.assigned == {("in", 0)} and ("in", 1) not in transport.outstanding
+    assert ("b", 1) not in transport.windows.open and ("b", 1) not in transport.window_start
+    consumer.commits.clear()
+    transport.publish(kafka_verdicts(late))  # its delivery report must not touch the forgotten partition
+    transport.close()
+    assert consumer.commits == [({(0, 200)}, False)]  # only the partition still assigned, at its open window
+    assert ("b", 1) not in transport.windows.open
