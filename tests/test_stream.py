@@ -88,6 +88,14 @@ def test_log_content_drops_the_loghub_bgl_header():
     assert log_content(line, "raw") == line
 
 
+def test_log_content_cuts_the_same_bgl_header_as_the_raw_log_parser():
+    from rationanomaly.parsing import parse_line
+
+    for raw in read_lines(SAMPLE_LOG)[:200]:  # the sample's lines have no header: give each a loghub BGL one
+        line = "- 1117838570 2005.06.03 R02-M1 2005-06-03-15.42.50.675872 R02-M1 RAS KERNEL INFO " + raw.decode()
+        assert log_content(line, "bgl").strip() == parse_line(line, "bgl")["Content"]
+
+
 def test_snapshot_restore_continues_exactly_like_the_original_parser():
     lines = [raw.decode() for raw in read_lines(SAMPLE_LOG)]
     original = TemplateParser()
