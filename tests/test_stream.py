@@ -4,7 +4,9 @@ and the Redis transport's transaction on fakeredis (no broker process)."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,23 @@ from rationanomaly.baselines import keyword_label  # noqa: E402
 from rationanomaly.evaluate import UNKNOWN  # noqa: E402
 from rationanomaly.labels import ABNORMAL, NORMAL  # noqa: E402
 from rationanomaly.paths import SAMPLE_DATA_DIR  # noqa: E402
+from rationanomaly.predict import openai_backend  # noqa: E402
 from rationanomaly.predict.backends import Request  # noqa: E402
 from rationanomaly.stream import detectors, events  # noqa: E402
+from rationanomaly.stream import engine as engine_module  # noqa: E402
 from rationanomaly.stream import offline as stream_offline  # noqa: E402
 from rationanomaly.stream.engine import CACHE, MODEL, DetectionEngine, MemoryWindows, ModelWorker  # noqa: E402
 from rationanomaly.stream.events import Event, LineVerdict, clean_line, decode_event  # noqa: E402
 from rationanomaly.stream.feed import read_lines  # noqa: E402
 from rationanomaly.stream.parser import TemplateParser, log_content, template_key  # noqa: E402
-from rationanomaly.stream.redis_transport import RedisTransport, RedisVerdicts  # noqa: E402
+from rationanomaly.stream.redis_transport import (  # noqa: E402
+    CLAIM_IDLE_MS,
+    DONE_TTL_S,
+    WINDOW_PREFIX,
+    WINDOW_TTL_S,
+    RedisTransport,
+    RedisVerdicts,
+)
 from rationanomaly.stream.service import StopFlag, run_worker  # noqa: E402
 
 SAMPLE_LOG = SAMPLE_DATA_DIR / "bgl_structured.csv"
@@ -75,6 +86,14 @@ def test_log_content_drops_the_loghub_bgl_header():
     assert log_content(line, "bgl") == "instruction cache parity error corrected"
     assert log_content("too short", "bgl") == "too short"  # not a BGL line: kept whole
     assert log_content(line, "raw") == line
+
+
+def test_log_content_cuts_the_same_bgl_header_as_the_raw_log_parser():
+    from rationanomaly.parsing import parse_line
+
+    for raw in read_lines(SAMPLE_LOG)[:200]:  # the sample's lines have no header: give each a loghub BGL one
+        line = "- 1117838570 2005.06.03 R02-M1 2005-06-03-15.42.50.675872 R02-M1 RAS KERNEL INFO " + raw.decode()
+        assert log_content(line, "bgl").strip() == parse_line(line, "bgl")["Content"]
 
 
 def test_snapshot_restore_continues_exactly_like_the_original_parser():
@@ -190,6 +209,48 @@ def test_engine_gives_unknown_after_the_retries_and_asks_again_next_time():
     drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
     engine.model.stop()
     assert detector.calls == 4
+
+
+class GatedDetector(CountingDetector):
+    """Keyword labels, one call at a time: each call waits until the test lets it through."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+        self.sizes: list[int] = []
+
+    def classify(self, templates):
+        assert self.gate.acquire(timeout=10), "the test never let the call through"
+        self.sizes.append(len(templates))
+        return super().classify(templates)
+
+
+def test_engine_held_lines_drop_by_the_lines_each_answer_releases():
+    detector = GatedDetector()
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, max_batch=1))
+    lines = [b"fan module failed"] * 5 + [b"job started ok"] * 3 + [b"link is down now"] * 2
+    assert engine.submit(make_events(lines)) == [] and engine.held_lines == 10
+    released = []
+    for left in (5, 2, 0):  # one template answered at a time, in the order asked
+        detector.gate.release()
+        released += engine.collect(timeout=10)
+        assert engine.held_lines == left == sum(len(waiting) for waiting in engine.held.values())
+    engine.model.stop()
+    assert len(released) == 10
+
+
+def test_build_engine_gives_the_model_thread_its_batch_size_from_the_start():
+    from rationanomaly.stream.service import build_engine
+
+    detector = GatedDetector()
+    engine = build_engine(TemplateParser(), detector, max_batch=2)
+    assert engine.model.max_batch == 2
+    engine.submit(make_events([b"fan module failed", b"job started ok", b"link is down now", b"disk is full"]))
+    for _ in range(4):  # a permit for every call the four templates could take
+        detector.gate.release()
+    drain_engine(engine, [])
+    engine.model.stop()
+    assert max(detector.sizes) <= 2 and sum(detector.sizes) == 4  # never the default 64 in one call
 
 
 def test_engine_answers_empty_and_missing_lines_without_the_model():
@@ -354,6 +415,28 @@ def test_messages_of_a_dead_consumer_are_claimed_after_the_idle_time():
     assert client.xpending("logs.raw", "rationanomaly")["pending"] == 0
 
 
+def test_claims_walk_the_whole_pending_list_page_by_page():
+    client = fakeredis.FakeRedis()
+    feed_fake(client, read_lines(SAMPLE_LOG)[:25])
+    RedisTransport(client, "dead").read(25, 0.01)
+    # idle 0 ms: every pending entry is claimable at once, including the page this worker claimed just before
+    taker = RedisTransport(client, "taker", claim_idle_ms=0)
+    pages = [taker.read(10, 0.01) for _ in range(3)]
+    assert [len(page) for page in pages] == [10, 10, 5]  # restarting at 0-0 gave [10, 0, 0]
+    assert sorted(int(e.seq) for page in pages for e in page) == list(range(25))
+    assert taker._claim_cursor == "0-0"  # the last page wrapped: the next pass starts over
+
+
+def test_an_open_window_hash_expires_and_a_finished_one_leaves_only_its_marker():
+    client = fakeredis.FakeRedis()
+    feed_fake(client, read_lines(SAMPLE_LOG)[:150])  # window 0 fills, window 1 stays half open
+    serve_fake(client, CountingDetector())
+    open_hash, done_hash = f"{WINDOW_PREFIX}log:1", f"{WINDOW_PREFIX}log:0"
+    assert client.hlen(open_hash) == 50
+    assert 0 < client.ttl(open_hash) <= WINDOW_TTL_S  # without a TTL (-1) a window that never fills stays for ever
+    assert not client.exists(done_hash) and 0 < client.ttl(f"{done_hash}:done") <= DONE_TTL_S
+
+
 def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_path: Path):
     from rationanomaly.stream.service import restore_parser
 
@@ -363,6 +446,44 @@ def test_drain_snapshot_is_saved_with_the_acknowledged_batch_and_restored(tmp_pa
     run = serve_fake(client, CountingDetector())
     parser = restore_parser(run["transport"], None, {})
     assert parser.cluster_count == run["stats"].templates > 0
+
+
+class SnapshotlessTransport:
+    """A broker that keeps no Drain snapshot (as Kafka): hands out its events once, records what is published."""
+
+    def __init__(self, events: list[Event]):
+        self.events, self.published, self.windows_finished = events, [], 0
+
+    def read(self, count, block_s):
+        batch, self.events = self.events[:count], self.events[count:]
+        return batch
+
+    def publish(self, verdicts, snapshot=None):
+        assert snapshot is None  # snapshot_in_transport=False: nothing reaches the broker
+        self.published += verdicts
+
+    def load_snapshot(self):
+        return None
+
+
+def test_a_broker_without_snapshots_keeps_and_restores_drain_through_the_snapshot_file(tmp_path: Path):
+    from rationanomaly.stream.service import restore_parser
+
+    snapshot_file = tmp_path / "drain.json"
+    transport = SnapshotlessTransport(make_events(read_lines(SAMPLE_LOG)[:400]))
+    engine = DetectionEngine(TemplateParser(), ModelWorker(CountingDetector()))
+    stats = run_worker(
+        transport,
+        engine,
+        StopFlag(),
+        idle_exit_s=0.3,
+        block_s=0.01,
+        snapshot_file=snapshot_file,
+        snapshot_in_transport=False,
+    )
+    assert len(transport.published) == 400 and stats.templates > 0
+    assert restore_parser(SnapshotlessTransport([]), snapshot_file, {}).cluster_count == stats.templates
+    assert restore_parser(SnapshotlessTransport([]), None, {}).cluster_count == 0  # no file: Drain starts empty
 
 
 def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
@@ -397,9 +518,161 @@ def test_openai_detector_sends_the_training_prompt_to_the_endpoint(chat_server):
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.1, 0.7)
 
 
+class _OverloadedHandler(BaseHTTPRequestHandler):
+    """An endpoint that answers every chat completion with HTTP 503 (a model server that stays overloaded)."""
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts += 1
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def overloaded_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OverloadedHandler)
+    server.posts = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_detector_is_retried_by_its_backend_only_with_a_short_timeout(overloaded_server, monkeypatch):
+    monkeypatch.setattr(openai_backend, "BACKOFF_SECONDS", 0.0)
+    server, url = overloaded_server
+    detector = detectors.make_template_detector("openai", model="tiny", base_url=url)
+    assert detector.backend.timeout == detectors.STREAM_REQUEST_TIMEOUT_S
+    engine = DetectionEngine(TemplateParser(), ModelWorker(detector, retry_backoff_s=0.01))
+    verdicts = drain_engine(engine, engine.submit(make_events([b"fan module failed"])))
+    engine.model.stop()
+    assert [v.verdict for v in verdicts] == [UNKNOWN]
+    assert engine.model.retries == 1
+    assert server.posts == openai_backend.RETRIES  # 3 attempts, not the engine's 3 x the backend's 3
+
+
+def test_stream_request_timeout_gives_up_before_other_workers_claim_the_held_lines():
+    backoff = sum(openai_backend.BACKOFF_SECONDS * attempt for attempt in range(1, openai_backend.RETRIES))
+    worst = openai_backend.RETRIES * detectors.STREAM_REQUEST_TIMEOUT_S + backoff
+    assert worst < CLAIM_IDLE_MS / 1000.0
+    # offline prediction keeps its own long timeout
+    assert inspect.signature(openai_backend.OpenAIBackend).parameters["timeout"].default == 600.0
+
+
+def test_engine_keeps_its_own_retries_for_detectors_that_do_not_retry():
+    assert ModelWorker(CountingDetector()).retries == engine_module.RETRIES
+
+
 @pytest.mark.slow
 def test_transformers_detector_answers_every_template_with_a_label(tiny_llama_dir):
     detector = detectors.make_template_detector("transformers", model=str(tiny_llama_dir), max_new_tokens=8)
     labels = detector.classify(["kernel panic in thread <*>", "job <*> started"])
     assert len(labels) == 2 and set(labels) <= {NORMAL, ABNORMAL, UNKNOWN}  # a random tiny model: any label
     assert detector.calls == 1
+
+
+class FakeKafka:
+    """Stands in for confluent_kafka in KafkaTransport: records subscriptions and commits, delivers on poll/flush."""
+
+    class KafkaException(Exception):
+        pass
+
+    class TopicPartition:
+        def __init__(self, topic, partition, offset=-1001):
+            self.topic, self.partition, self.offset = topic, partition, offset
+
+    class Message:
+        def __init__(self, topic, partition, offset, key):
+            self._where, self._key = (topic, partition, offset), key
+
+        def error(self):
+            return None
+
+        def topic(self):
+            return self._where[0]
+
+        def partition(self):
+            return self._where[1]
+
+        def offset(self):
+            return self._where[2]
+
+        def value(self):
+            return f"job {self._where[2]} finished".encode()
+
+        def key(self):
+            return self._key
+
+        def headers(self):
+            return None
+
+    class Consumer:
+        def __init__(self, config):
+            self.callbacks, self.commits, self.queue = {}, [], []
+
+        def subscribe(self, topics, **callbacks):
+            self.callbacks = callbacks
+
+        def consume(self, num_messages, timeout):
+            batch, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+            return batch
+
+        def commit(self, offsets, asynchronous):
+            self.commits.append(({(tp.partition, tp.offset) for tp in offsets}, asynchronous))
+
+        def assignment(self):
+            return []
+
+        def close(self):
+            pass
+
+    class Producer:
+        def __init__(self, config):
+            self.reports = []
+
+        def produce(self, topic, value, key, on_delivery):
+            self.reports.append(on_delivery)
+
+        def poll(self, timeout):
+            reports, self.reports = self.reports, []
+            for report in reports:
+                report(None, None)
+            return len(reports)
+
+        def flush(self, timeout):
+            self.poll(timeout)
+            return 0
+
+
+def kafka_verdicts(events):
+    return [LineVerdict(e, "k", "job <*> finished", NORMAL, CACHE) for e in events]
+
+
+def test_kafka_revoke_commits_the_revoked_partitions_and_forgets_them(monkeypatch):
+    from rationanomaly.stream import kafka_transport
+
+    monkeypatch.setattr(kafka_transport, "import_kafka", lambda: FakeKafka)
+    monkeypatch.setattr(kafka_transport, "COMMIT_EVERY_S", 0.0)
+    transport = kafka_transport.KafkaTransport("fake:9092", "in", "lines", "windows", window=100)
+    consumer, tp = transport.consumer, FakeKafka.TopicPartition
+    consumer.callbacks["on_assign"](consumer, [tp("in", 0), tp("in", 1)])
+    consumer.queue = [FakeKafka.Message("in", 0, o, b"a") for o in range(250)]
+    consumer.queue += [FakeKafka.Message("in", 1, o, b"b") for o in range(120)]
+    events = transport.read(1000, 0.0)
+    late = [e for e in events if e.id == "in:1:119"]  # held for the model while partition 1 is revoked
+    transport.publish(kafka_verdicts([e for e in events if e not in late]))
+    consumer.commits.clear()
+    consumer.callbacks["on_revoke"](consumer, [tp("in", 1)])
+    # partition 1: window 0 (offsets 0-99) closed, window 1 open from offset 100: committed there, synchronously
+    assert consumer.commits == [({(1, 100)}, False)]
+    assert transport.assigned == {("in", 0)} and ("in", 1) not in transport.outstanding
+    assert ("b", 1) not in transport.windows.open and ("b", 1) not in transport.window_start
+    consumer.commits.clear()
+    transport.publish(kafka_verdicts(late))  # its delivery report must not touch the forgotten partition
+    transport.close()
+    assert consumer.commits == [({(0, 200)}, False)]  # only the partition still assigned, at its open window
+    assert ("b", 1) not in transport.windows.open

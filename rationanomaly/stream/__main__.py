@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--redis_url",
             default=None,
-            help=f"Redis server (default {DEFAULT_URL}; with kafka: optional verdict cache and Drain snapshot)",
+            help=f"Redis server (default {DEFAULT_URL}; with kafka: optional shared verdict cache, no Drain snapshot)",
         )
         sub.add_argument("--bootstrap_servers", default="127.0.0.1:9092", help="Kafka brokers (kafka transport)")
         sub.add_argument("--input_stream", default=INPUT_STREAM, help="input stream / topic")
@@ -103,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for a broker that went away before exiting",
     )
     serve.add_argument("--maxlen", type=int, default=None, help="trim the verdict streams to about this length")
-    serve.add_argument("--snapshot_file", type=Path, default=None, help="also write the Drain snapshot here")
+    serve.add_argument(
+        "--snapshot_file",
+        type=Path,
+        default=None,
+        help="also write the Drain snapshot here, and restore it when the broker keeps none (kafka: the only copy)",
+    )
     serve.add_argument("--max_seconds", type=float, default=None, help="stop after this many seconds")
     serve.add_argument(
         "--idle_exit_seconds",
@@ -206,8 +211,7 @@ def serve(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         latency_ms=args.fake_latency_ms,
     )
-    engine = build_engine(parser, detector, RedisVerdicts(client) if client is not None else None)
-    engine.model.max_batch = args.max_batch
+    engine = build_engine(parser, detector, RedisVerdicts(client) if client is not None else None, args.max_batch)
     try:
         stats = run_worker(
             transport,

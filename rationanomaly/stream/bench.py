@@ -1,7 +1,8 @@
 """The latency bench: a throwaway broker on 127.0.0.1, a worker process, an open-loop feed, then the numbers.
 
-Latency of a line = the time its verdict was published (stamped by the worker in the same transaction that acks
-the line) minus the line's *intended* send time. Verdicts are read back after the run, so the collector costs the
+Latency of a line = its verdict's publish stamp `tp` minus the line's *intended* send time. The worker takes `tp`
+just before it sends the batch (Redis: before the MULTI/EXEC that publishes and acks it; Kafka: before produce),
+so the broker's round trip for that batch is not in the number. Verdicts are read back after the run, so the collector costs the
 2 cores nothing while the clock runs. Paths, reported separately:
 - `cached`: every template's verdict is already known (the corpus is fed once before the clock starts);
 - `first_seen`: as `cached`, plus every `novel_every`-th line is a template never seen before, answered by a fake

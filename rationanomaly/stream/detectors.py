@@ -26,6 +26,10 @@ from rationanomaly.prompts import chat_messages, load_system_prompt
 logger = logging.getLogger(__name__)
 
 FAKE_LATENCY_MS = 20.0  # the issue's stand-in for one model call on the first-seen path
+# ours: seconds per request to an OpenAI-compatible endpoint while streaming (offline prediction keeps the backend's
+# 600 s). The backend tries a request 3 times with 1 s + 2 s back-off (openai_backend.RETRIES, BACKOFF_SECONDS):
+# 3 x 8 + 3 = 27 s, under the 30 s after which another worker claims the held lines (redis_transport.CLAIM_IDLE_MS)
+STREAM_REQUEST_TIMEOUT_S = 8.0
 
 
 class TemplateDetector(Protocol):
@@ -108,13 +112,18 @@ class FakeModelDetector:
 
 
 class BackendDetector:
-    """A prediction backend (rationanomaly.predict) asked with the training prompt; answers binarised."""
+    """A prediction backend (rationanomaly.predict) asked with the training prompt; answers binarised.
 
-    def __init__(self, backend: Backend, system_prompt: str | None, seed: int = 0):
+    `retries_inside`: the backend already retries transient failures itself, so the engine's model thread must make
+    one attempt per micro-batch (nested retries multiply: 3 x 3 attempts of 600 s each before a line got a verdict).
+    """
+
+    def __init__(self, backend: Backend, system_prompt: str | None, seed: int = 0, retries_inside: bool = False):
         self.backend = backend
         self.name = backend.name
         self.system_prompt = system_prompt
         self.seed = seed
+        self.retries_inside = retries_inside
         self.calls = 0
 
     def classify(self, templates: Sequence[str]) -> list[str]:
@@ -136,13 +145,17 @@ def openai_detector(
     mode: str = "cot",
     seed: int = 0,
     max_new_tokens: int | None = None,
+    timeout: float = STREAM_REQUEST_TIMEOUT_S,
     **_: Any,
 ) -> BackendDetector:
-    """An OpenAI-compatible endpoint (`vllm serve models/RationAnomaly`) behind the training prompt."""
+    """An OpenAI-compatible endpoint (`vllm serve models/RationAnomaly`) behind the training prompt.
+
+    Requests time out after `timeout` seconds; the backend's own retries are the only retry layer.
+    """
     if not model:
         raise ValueError("detector openai needs --model (the served model's name, e.g. models/RationAnomaly)")
-    sampling = _sampling(seed, max_new_tokens)
-    return BackendDetector(make_backend("openai", model, sampling, base_url=base_url), load_system_prompt(mode), seed)
+    backend = make_backend("openai", model, _sampling(seed, max_new_tokens), base_url=base_url, timeout=timeout)
+    return BackendDetector(backend, load_system_prompt(mode), seed, retries_inside=True)
 
 
 @register_template_detector("transformers")

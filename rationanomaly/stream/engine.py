@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 CACHE, MODEL, INPUT = "cache", "model", "input"  # where a line's verdict came from
 MAX_BATCH = 64  # ours: templates per detector call; a vLLM server batches these itself
 MAX_WAIT_S = 0.002  # ours: how long the model thread waits to fill a micro-batch after the first template
-RETRIES = 3  # detector attempts per micro-batch before its templates get UNKNOWN
+RETRIES = 3  # detector attempts per micro-batch before its templates get UNKNOWN (1 if the detector retries itself)
 RETRY_BACKOFF_S = 0.5
 REMEMBER_WINDOWS = 100_000  # finished windows remembered so a redelivered line cannot reopen one
 
@@ -58,12 +58,14 @@ class ModelWorker:
         shared: SharedVerdicts | None = None,
         max_batch: int = MAX_BATCH,
         max_wait_s: float = MAX_WAIT_S,
-        retries: int = RETRIES,
+        retries: int | None = None,
         retry_backoff_s: float = RETRY_BACKOFF_S,
     ):
         self.detector = detector
         self.shared = shared
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        if retries is None:  # one retry layer: a detector whose backend retries (openai) gets a single attempt here
+            retries = 1 if getattr(detector, "retries_inside", False) else RETRIES
         self.retries, self.retry_backoff_s = retries, retry_backoff_s
         self.requests: queue.Queue[tuple[str, str]] = queue.Queue()
         self.results: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -201,9 +203,9 @@ class DetectionEngine:
             timeout = 0.0
             if label != UNKNOWN:  # an unanswered template is asked again when it next occurs
                 self.local[key] = label
-            for event, template in self.held.pop(key, []):
-                released.append(LineVerdict(event, key, template, label, MODEL))
-            self.held_lines = sum(len(v) for v in self.held.values())
+            waiting = self.held.pop(key, [])
+            released.extend(LineVerdict(event, key, template, label, MODEL) for event, template in waiting)
+            self.held_lines -= len(waiting)  # not a sum over every held template per answer
 
 
 class MemoryWindows:

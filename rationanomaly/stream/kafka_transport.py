@@ -11,7 +11,9 @@ verdict's Kafka key is its idempotent key (`src:seq`), so a compacted topic or a
 Input messages: the value is the raw line; the key, if any, names the log (`src`); headers `seq` and `t` as
 for Redis (events.py). Without a `seq` header the partition offset numbers the lines, so windows still work
 for a single-partition topic. Window state is in this worker's memory (engine.MemoryWindows); the commit rule
-above is what makes it survive a restart.
+above is what makes it survive a restart, and a rebalance: when partitions are revoked, the worker waits for the
+delivery reports in flight, commits those partitions by the same rule, and forgets their state (the new owner
+rebuilds their open windows from the commit point); it only ever commits partitions it is assigned.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ class KafkaTransport:
         common = {"bootstrap.servers": bootstrap_servers, **(extra or {})}
         self.consumer = kafka.Consumer({**common, **CONSUMER_SETTINGS, "group.id": group})
         self.producer = kafka.Producer({**common, **PRODUCER_SETTINGS})
-        self.consumer.subscribe([input_topic])
+        self.consumer.subscribe(
+            [input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         self.input_topic, self.lines_topic, self.windows_topic = input_topic, lines_topic, windows_topic
         self.flush_s = flush_s
         self.windows = MemoryWindows(window)
@@ -84,7 +88,9 @@ class KafkaTransport:
         self.outstanding: dict[tuple[str, int], set[int]] = {}  # partition -> offsets read, verdict not out
         self.read_up_to: dict[tuple[str, int], int] = {}  # partition -> next offset after the last one read
         self.window_start: dict[tuple[str, int], tuple[tuple[str, int], int]] = {}  # window -> (partition, offset)
+        self.assigned: set[tuple[str, int]] = set()  # partitions this worker owns now: the only ones it commits
         self._failed: list[str] = []
+        self._closing = False  # close() flushes and commits itself: the revoke consumer.close() triggers only forgets
         self._last_commit = 0.0
         self._committed: list[tuple[tuple[str, int], int]] = []
 
@@ -128,11 +134,14 @@ class KafkaTransport:
     def publish(self, verdicts: Sequence[LineVerdict], snapshot: dict | None = None) -> None:
         """Produce line and window verdicts; commit (every COMMIT_EVERY_S) what the broker has acknowledged."""
         stamp = now_ns()
+        owned = []  # a line held for the model while its partition was revoked gets its verdict, but no window here
         for verdict in verdicts:
             position = _position(verdict.event.id)
             self._produce(self.lines_topic, verdict.event.key, verdict.fields(stamp), position)
-            self._note_window_line(verdict, position)
-        for window in self.windows.add(verdicts):
+            if position[0] in self.outstanding:
+                owned.append(verdict)
+                self._note_window_line(verdict, position)
+        for window in self.windows.add(owned):
             self._produce(self.windows_topic, window.key, window.fields(stamp))
             self.windows_finished += 1
             self.window_start.pop((window.source, window.window), None)
@@ -173,7 +182,7 @@ class KafkaTransport:
         """Delivery report: the line's offset may now be committed; a failure stops the worker before a commit."""
         if error is not None:
             self._failed.append(str(error))
-        elif position is not None:
+        elif position is not None and position[0] in self.outstanding:  # not a partition revoked since
             self.outstanding[position[0]].discard(position[1])
 
     def _raise_failures(self) -> None:
@@ -193,24 +202,75 @@ class KafkaTransport:
         """
         if not force and time.monotonic() - self._last_commit < COMMIT_EVERY_S:
             return
-        offsets = []
-        for partition, waiting in self.outstanding.items():
-            upto = min(waiting) if waiting else self.read_up_to[partition]
-            starts = [offset for (p, offset) in self.window_start.values() if p == partition]
-            offsets.append((partition, min([upto, *starts])))
+        offsets = self._commit_points(p for p in self.outstanding if p in self.assigned)
         if offsets and (force or offsets != self._committed):
-            self.consumer.commit(
-                offsets=[self.kafka.TopicPartition(p[0], p[1], o) for p, o in offsets], asynchronous=not force
-            )
+            self._commit_offsets(offsets, asynchronous=not force)
             self._committed = offsets
         self._last_commit = time.monotonic()
 
+    def _commit_points(self, partitions: Any) -> list[tuple[tuple[str, int], int]]:
+        """Per partition read from: the first offset whose verdict is not out, or the first line of an open window."""
+        offsets = []
+        for partition in partitions:
+            waiting = self.outstanding[partition]
+            upto = min(waiting) if waiting else self.read_up_to[partition]
+            starts = [offset for (p, offset) in self.window_start.values() if p == partition]
+            offsets.append((partition, min([upto, *starts])))
+        return offsets
+
+    def _commit_offsets(self, offsets: list[tuple[tuple[str, int], int]], asynchronous: bool) -> None:
+        self.consumer.commit(
+            offsets=[self.kafka.TopicPartition(p[0], p[1], o) for p, o in offsets], asynchronous=asynchronous
+        )
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """Rebalance callback: partitions this worker now owns."""
+        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """Rebalance callback: commit what is finished in the revoked partitions, then forget their state.
+
+        Delivery reports in flight are awaited first (bounded by flush_s) so the commit covers every verdict out.
+        """
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self._closing:
+            self._forget(revoked)
+            return
+        self.producer.flush(self.flush_s)
+        offsets = self._commit_points(p for p in self.outstanding if p in revoked)
+        if offsets and not self._failed:
+            try:
+                self._commit_offsets(offsets, asynchronous=False)
+            except self.kafka.KafkaException as error:  # the new owner then starts from the previous commit
+                logger.warning("commit of revoked partitions failed (%s); their lines may be read again", error)
+        self._forget(revoked)
+        logger.info("partitions revoked: %s", sorted(revoked))
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        """Rebalance callback: partitions lost without a clean revoke (commits would be refused): forget them."""
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._forget(lost)
+        logger.warning("partitions lost: %s; their lines after the last commit will be read again", sorted(lost))
+
+    def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        """Drop the offsets and open windows of partitions this worker no longer owns."""
+        self.assigned -= partitions
+        for partition in partitions:
+            self.outstanding.pop(partition, None)
+            self.read_up_to.pop(partition, None)
+        for window, (partition, _) in list(self.window_start.items()):
+            if partition in partitions:
+                del self.window_start[window]
+                self.windows.open.pop(window, None)
+        self._committed = [(p, o) for p, o in self._committed if p not in partitions]
+
     def load_snapshot(self) -> dict | None:
-        """Kafka keeps no Drain snapshot (pass --redis_url to keep one in Redis)."""
+        """Kafka keeps no Drain snapshot, nor does Redis with this transport: serve restores from --snapshot_file."""
         return None
 
     def close(self) -> None:
         """Deliver what is queued, commit it synchronously, and leave the group (a rebalance follows at once)."""
+        self._closing = True
         remaining = self.producer.flush(self.flush_s)
         if remaining or self._failed:
             logger.warning(

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rationanomaly.parsing import HEADERS
+
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
@@ -25,7 +27,9 @@ KEY_CHARS = 16  # ours: 64 bits of sha1; a collision among even a million templa
 # Drain defaults as in drain3 0.9.11 (depth 4, similarity 0.4, 100 children per node)
 DEFAULT_DEPTH, DEFAULT_SIM_TH, DEFAULT_MAX_CHILDREN = 4, 0.4, 100
 LOG_FORMATS = ("raw", "bgl")
-BGL_HEADER_FIELDS = 9  # loghub BGL: Label Timestamp Date Node Time NodeRepeat Type Component Level Content
+# loghub BGL's header (Label ... Level), from the one table rationanomaly.parsing splits raw logs with. Not its
+# parse_line: that gives an empty Content for a line without the full header (kept whole here) and strips spaces
+BGL_HEADER_FIELDS = len(HEADERS["bgl"])
 
 
 class StreamDependencyError(RuntimeError):

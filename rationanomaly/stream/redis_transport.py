@@ -32,20 +32,26 @@ CACHE_HASH = "rationanomaly:templates"  # template key -> label, shared by every
 SNAPSHOT_KEY = "rationanomaly:drain"  # the Drain3 snapshot (JSON)
 WINDOW_PREFIX = "rationanomaly:window:"
 CLAIM_IDLE_MS = 30_000  # ours: a message pending this long belongs to a dead worker
+CLAIM_START = "0-0"  # XAUTOCLAIM's cursor at the start of the pending list (and what it returns after the end)
 RECONNECT_S = 60.0  # ours: how long a worker waits for Redis to come back before it exits
 DONE_TTL_S = 86_400  # a finished window's marker outlives any redelivery of its lines
+# ours: an open window's hash expires this long after its last line, so a window that never fills (a log that stops
+# mid-window, a lost line) cannot hold memory for ever; same order as DONE_TTL_S, far beyond any redelivery delay
+WINDOW_TTL_S = 86_400
 
 # Per line: record its verdict and template key in its window's hash unless the window is finished; when the hash
 # is full, publish the window verdict with the template keys in line order (what a window detector scores), drop
-# the hash and mark the window done (so a late redelivery cannot reopen it).
+# the hash and mark the window done (so a late redelivery cannot reopen it). Each line renews the open hash's TTL.
 WINDOW_SCRIPT = """
 local size, prefix, now, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local open_ttl = tonumber(ARGV[5])
 local finished = 0
-for i = 5, #ARGV, 5 do
+for i = 6, #ARGV, 5 do
   local src, window, seq, verdict, tkey = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local hash = prefix .. src .. ':' .. window
   if redis.call('EXISTS', hash .. ':done') == 0 then
     redis.call('HSET', hash, seq, verdict .. ' ' .. tkey)
+    redis.call('EXPIRE', hash, open_ttl)
     if redis.call('HLEN', hash) >= size then
       local flat, lines, abnormal, tkeys = redis.call('HGETALL', hash), {}, 0, {}
       for j = 1, #flat, 2 do
@@ -129,6 +135,7 @@ class RedisTransport:
         self.decode_options = {} if max_line_chars is None else {"max_chars": max_line_chars}
         self.outstanding: set[str] = set()  # read, not yet acknowledged
         self._own_cursor: str | None = "0"  # replay our own pending messages first, then new ones
+        self._claim_cursor = CLAIM_START  # where the next XAUTOCLAIM page starts in the group's pending list
         self._next_claim = 0.0
         self.windows_finished = 0
         # the raw XREADGROUP reply ([id, [field, value, ...]] per entry): redis-py's dict-building parser costs
@@ -187,8 +194,9 @@ class RedisTransport:
             self._own_cursor = None
             logger.info("replayed this consumer's pending messages; reading new ones")
         if time.monotonic() >= self._next_claim:
-            self._next_claim = time.monotonic() + self.claim_idle_ms / 1000.0 / 2
             claimed = self._claim(count)
+            if self._claim_cursor == CLAIM_START:  # a full pass over the pending list: pause before the next one
+                self._next_claim = time.monotonic() + self.claim_idle_ms / 1000.0 / 2
             if claimed:
                 return claimed
         return self._events(self._group_read(">", count, max(1, int(block_s * 1000))))
@@ -214,10 +222,16 @@ class RedisTransport:
         return next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
 
     def _claim(self, count: int) -> list[Event]:
-        """Messages idle longer than claim_idle_ms in other (dead) consumers; one XAUTOCLAIM page per call."""
+        """Messages idle longer than claim_idle_ms in other (dead) consumers; one XAUTOCLAIM page per call.
+
+        Each page starts where the previous one ended (the cursor XAUTOCLAIM returns), so a pending list longer than
+        one page is walked to its end; the cursor comes back as 0-0 after the last page and the next pass restarts.
+        """
         reply = self.client.xautoclaim(
-            self.input_stream, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
+            self.input_stream, self.group, self.consumer, self.claim_idle_ms, start_id=self._claim_cursor, count=count
         )
+        cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        self._claim_cursor = cursor or CLAIM_START
         entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
         if deleted:  # trimmed from the stream while pending: nothing left to classify
             self.client.xack(self.input_stream, self.group, *deleted)
@@ -280,7 +294,15 @@ class RedisTransport:
                 ]
         if window_args:
             pipe.eval(
-                WINDOW_SCRIPT, 1, self.windows_stream, self.window, WINDOW_PREFIX, stamp, DONE_TTL_S, *window_args
+                WINDOW_SCRIPT,
+                1,
+                self.windows_stream,
+                self.window,
+                WINDOW_PREFIX,
+                stamp,
+                DONE_TTL_S,
+                WINDOW_TTL_S,
+                *window_args,
             )
         if snapshot is not None:
             pipe.set(SNAPSHOT_KEY, json.dumps(snapshot))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rationanomaly.io import write_json_atomic
-from rationanomaly.stream.engine import DetectionEngine, ModelWorker
+from rationanomaly.stream.engine import MAX_BATCH, DetectionEngine, ModelWorker
 from rationanomaly.stream.events import Event, LineVerdict
 from rationanomaly.stream.parser import TemplateParser
 
@@ -187,6 +187,8 @@ def _publish(
     stats.paths.update(v.path for v in ready)
 
 
-def build_engine(parser: TemplateParser, detector: Any, shared: Any = None) -> DetectionEngine:
+def build_engine(
+    parser: TemplateParser, detector: Any, shared: Any = None, max_batch: int = MAX_BATCH
+) -> DetectionEngine:
     """An engine whose model thread asks `detector` (after the shared cache, when there is one)."""
-    return DetectionEngine(parser, ModelWorker(detector, shared))
+    return DetectionEngine(parser, ModelWorker(detector, shared, max_batch=max_batch))
